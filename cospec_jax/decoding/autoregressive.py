@@ -1,0 +1,119 @@
+"""One-model decoding (target-only or draft-only): one token per forward pass, the whole generation one jit."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cospec_jax.decoding import prompts as prompts_lib
+from cospec_jax.decoding.sampling import Greedy, Sampler
+from cospec_jax.decoding.state import DecodeState, DecodeStats, Generation, commit, gather_B
+from cospec_jax.models import transformer
+from cospec_jax.models.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  """What every generation needs besides its models. Hashable: part of the compiled program's identity."""
+
+  max_new_tokens: int = 64  # Token budget per row (a per-row `max_new_B` may lower it).
+  eos_ids: tuple[int, ...] = ()  # A row stops after committing any of these.
+  pad_id: int = 0  # Fills the buffer after each row's tokens.
+  max_len: Optional[int] = None  # Upper bound on prompt + new tokens + one block; None: no bound.
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1:
+      raise ValueError(f'max_new_tokens={self.max_new_tokens} must be >= 1.')
+    object.__setattr__(self, 'eos_ids', tuple(int(e) for e in self.eos_ids))
+
+
+def prefill(config: ModelConfig, params, tokens_BxP: jax.Array, buffer_length: int):
+  """Writes every prompt position's keys/values into a fresh cache of `buffer_length` slots; returns the cache."""
+  B, P = tokens_BxP.shape
+  cache = transformer.init_cache(config, B, buffer_length)
+  positions_BxP = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
+  _, _, cache = transformer.apply(config, params, tokens_BxP, positions_BxP, cache)
+  return cache
+
+
+def init_state(tokens_BxP: jax.Array, lengths_B: jax.Array, buffer_length: int, pad_id: int, target_cache,
+               draft_cache, rng: jax.Array) -> DecodeState:
+  B, P = tokens_BxP.shape
+  tokens_BxT = jnp.full((B, buffer_length), pad_id, jnp.int32).at[:, :P].set(tokens_BxP.astype(jnp.int32))
+  return DecodeState(tokens_BxT, lengths_B.astype(jnp.int32), jnp.zeros((B,), bool), target_cache, draft_cache, rng,
+                     DecodeStats.zeros(B))
+
+
+def per_row_budget(max_new_B: Optional[jax.Array], batch_size: int, max_new_tokens: int) -> jax.Array:
+  if max_new_B is None:
+    return jnp.full((batch_size,), max_new_tokens, jnp.int32)
+  return jnp.minimum(jnp.asarray(max_new_B, jnp.int32), max_new_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoregressiveDecoder:
+  """Decodes with one model. Static and hashable, so `__call__` is compiled once per prompt shape."""
+
+  model: ModelConfig
+  sampler: Sampler = Greedy()
+  settings: DecodeSettings = DecodeSettings()
+
+  def buffer_length(self, prompt_length: int) -> int:
+    return prompt_length + self.settings.max_new_tokens + 1
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def __call__(self, params, tokens_BxP: jax.Array, lengths_B: jax.Array, rng: jax.Array,
+               max_new_B: Optional[jax.Array] = None) -> Generation:
+    """Generates from right-padded prompts.
+
+    Args:
+      params: the model's parameters.
+      tokens_BxP: int32 prompts, right-padded.
+      lengths_B: int32 prompt lengths, >= 1.
+      rng: PRNG key (unused by Greedy).
+      max_new_B: optional per-row token budgets (capped by settings.max_new_tokens).
+
+    Returns:
+      Generation with target_calls_B == generated_B (one forward pass per token; the prefill is not counted).
+    """
+    s = self.settings
+    B, P = tokens_BxP.shape
+    T = self.buffer_length(P)
+    prompts_lib.check_buffer(P, T, s.max_len)
+    max_new_B = per_row_budget(max_new_B, B, s.max_new_tokens)
+    cache = prefill(self.model, params, tokens_BxP, T)
+    state = init_state(tokens_BxP, lengths_B, T, s.pad_id, cache, None, rng)
+
+    def step(state: DecodeState) -> DecodeState:
+      rng, sample_rng = jax.random.split(state.rng)
+      last_B = state.lengths_B - 1
+      logits_Bx1xV, _, cache = transformer.apply(self.model, params, gather_B(state.tokens_BxT, last_B)[:, None],
+                                                 last_B[:, None], state.target_cache)
+      next_B = self.sampler.sample(logits_Bx1xV[:, 0], sample_rng)
+      active_B = ~state.done_B
+      state, n_B = commit(state.replace(target_cache=cache, rng=rng), next_B[:, None], jnp.ones_like(next_B),
+                          max_new_B, lengths_B, s.eos_ids, s.pad_id)
+      return state.replace(stats=state.stats.add(active_B, target_calls=1, generated=n_B))
+
+    state = jax.lax.while_loop(lambda st: jnp.any(~st.done_B), step, state)
+    return Generation(state.tokens_BxT, lengths_B.astype(jnp.int32), state.lengths_B, state.stats)
+
+  def generate(self, params, prompts: Sequence[Sequence[int]], rng: Optional[jax.Array] = None,
+               buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS) -> Generation:
+    """Host convenience: pads token lists, checks them, and runs the compiled loop."""
+    tokens_BxP, lengths_B = prompts_lib.prepare(prompts, self.settings.pad_id, self.model.vocab_size, buckets)
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    return self(params, jnp.asarray(tokens_BxP), jnp.asarray(lengths_B), rng)
+
+
+def to_numpy(generation: Generation) -> dict[str, np.ndarray]:
+  """The generation's arrays on the host, by name (tokens, lengths and every stats counter)."""
+  g = jax.device_get(generation)
+  out = {'tokens': g.tokens_BxT, 'prompt_lengths': g.prompt_lengths_B, 'lengths': g.lengths_B}
+  out.update({f.removesuffix('_B'): v for f, v in vars(g.stats).items() if f.endswith('_B')})
+  return out

@@ -1,0 +1,73 @@
+"""Prompts in and out of the fixed shapes the compiled loop wants: right padding to a few bucket lengths."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+# Prompt lengths are padded up to one of these, so a loop compiles once per bucket, not once per prompt length.
+DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+def bucket_length(length: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
+  """The smallest bucket >= length (or `length` itself past the largest bucket)."""
+  for b in sorted(buckets):
+    if b >= length:
+      return b
+  return length
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], pad_id: int,
+                buckets: Optional[Sequence[int]] = DEFAULT_BUCKETS) -> tuple[np.ndarray, np.ndarray]:
+  """Right-pads token lists into one array.
+
+  Returns:
+    tokens_BxP: int32, each prompt followed by pad_id; P is the bucket holding the longest prompt
+      (exactly the longest prompt when `buckets` is None).
+    lengths_B: int32 prompt lengths.
+  """
+  if not len(prompts):
+    raise ValueError('No prompts given: pass a non-empty list of token lists.')
+  lengths_B = np.array([len(p) for p in prompts], np.int32)
+  if lengths_B.min() < 1:
+    raise ValueError(f'Prompt {int(lengths_B.argmin())} is empty; every prompt needs at least one token '
+                     '(e.g. BOS).')
+  longest = int(lengths_B.max())
+  P = longest if buckets is None else bucket_length(longest, buckets)
+  tokens_BxP = np.full((len(prompts), P), pad_id, np.int32)
+  for b, p in enumerate(prompts):
+    tokens_BxP[b, :len(p)] = p
+  return tokens_BxP, lengths_B
+
+
+def check_buffer(prompt_length: int, buffer_length: int, max_len: Optional[int]) -> None:
+  """Raises ValueError if the padded prompt plus the generation does not fit in `max_len` positions."""
+  if max_len is not None and buffer_length > max_len:
+    raise ValueError(
+        f'Prompt length {prompt_length} (padded) plus max_new_tokens and one drafted block needs a cache of '
+        f'{buffer_length} positions, more than max_len={max_len}. Shorten the prompt, lower max_new_tokens, or '
+        'raise max_len.')
+
+
+def check_prompts(tokens_BxP: np.ndarray, lengths_B: np.ndarray, vocab_size: int) -> None:
+  """Raises ValueError naming the problem if the prompts cannot be decoded as given."""
+  tokens_BxP, lengths_B = np.asarray(tokens_BxP), np.asarray(lengths_B)
+  if tokens_BxP.ndim != 2 or lengths_B.shape != tokens_BxP.shape[:1]:
+    raise ValueError(f'tokens must be [B, P] and lengths [B]; got {tokens_BxP.shape} and {lengths_B.shape}.')
+  if lengths_B.min() < 1 or lengths_B.max() > tokens_BxP.shape[1]:
+    raise ValueError(f'Prompt lengths must be in [1, {tokens_BxP.shape[1]}]; got {lengths_B.tolist()}.')
+  bad = (tokens_BxP < 0) | (tokens_BxP >= vocab_size)
+  valid = np.arange(tokens_BxP.shape[1])[None] < lengths_B[:, None]
+  if np.any(bad & valid):
+    b, i = np.argwhere(bad & valid)[0]
+    raise ValueError(f'Prompt {b} has token {tokens_BxP[b, i]} at position {i}, outside the vocabulary '
+                     f'[0, {vocab_size}); was it tokenized for another model?')
+
+
+def prepare(prompts: Sequence[Sequence[int]], pad_id: int, vocab_size: int,
+            buckets: Optional[Sequence[int]] = DEFAULT_BUCKETS) -> tuple[np.ndarray, np.ndarray]:
+  """pad_prompts followed by check_prompts: returns (tokens_BxP, lengths_B) ready for a decoder."""
+  tokens_BxP, lengths_B = pad_prompts(prompts, pad_id, buckets)
+  check_prompts(tokens_BxP, lengths_B, vocab_size)
+  return tokens_BxP, lengths_B

@@ -1,0 +1,139 @@
+"""Speculative decoding: the draft proposes `gamma` tokens, the target scores them in one pass, a rule keeps a prefix.
+
+One step of the compiled loop, for a row with `L` committed tokens (positions 0..L-1):
+  draft   catches up on positions L-2, L-1 in one 2-token call (the block before may have ended with a target token
+          the draft never saw), then proposes d_1..d_G with G-1 one-token calls;
+  target  scores [x_{L-1}, d_1..d_G] at positions L-1..L+G-1 in one call: G+1 predictions;
+  rule    keeps n draft tokens and appends one more (a correction, or the bonus after a fully kept block);
+  commit  writes them at positions L..L+n and advances the length. Cache entries past the new length are stale and
+          simply overwritten later: rollback is length bookkeeping only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from cospec_jax.decoding import prompts as prompts_lib
+from cospec_jax.decoding.autoregressive import DecodeSettings, init_state, per_row_budget, prefill
+from cospec_jax.decoding.rules import Exact
+from cospec_jax.decoding.state import DecodeState, Generation, commit, gather_B
+from cospec_jax.models import transformer
+from cospec_jax.models.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Draft:
+  """The tokens a draft proposed, with the logits they were drawn from."""
+
+  tokens_BxG: jax.Array
+  logits_BxGxV: jax.Array
+
+
+def propose(config: ModelConfig, params, sampler, state: DecodeState, gamma: int, vocab_size: int,
+            rng: jax.Array) -> tuple[Draft, transformer.Cache]:
+  """Runs the draft `gamma` times from each row's committed length; returns the proposal and the draft cache."""
+  last_B = state.lengths_B - 1
+  rngs = jax.random.split(rng, gamma)
+  # Catch-up: re-feeding position L-2 is harmless when it is already cached, and needed when it is not.
+  start_B = jnp.maximum(last_B - 1, 0)
+  positions_Bx2 = start_B[:, None] + jnp.arange(2)[None, :]
+  logits_Bx2xV, _, cache = transformer.apply(config, params, jnp.take_along_axis(state.tokens_BxT, positions_Bx2, 1),
+                                             positions_Bx2, state.draft_cache)
+  logits_BxV = gather_B(logits_Bx2xV, last_B - start_B)[:, :vocab_size]
+  token_B = sampler.sample(logits_BxV, rngs[0])
+
+  def draft_one(carry, i_and_rng):
+    cache, token_B = carry
+    i, rng = i_and_rng
+    logits_Bx1xV, _, cache = transformer.apply(config, params, token_B[:, None], (last_B + i)[:, None], cache)
+    logits_BxV = logits_Bx1xV[:, 0, :vocab_size]
+    next_B = sampler.sample(logits_BxV, rng)
+    return (cache, next_B), (next_B, logits_BxV)
+
+  (cache, _), (rest_GmxB, rest_logits_GmxBxV) = jax.lax.scan(
+      draft_one, (cache, token_B), (jnp.arange(1, gamma, dtype=jnp.int32), rngs[1:]))
+  tokens_BxG = jnp.concatenate([token_B[:, None], rest_GmxB.T], axis=1)
+  logits_BxGxV = jnp.concatenate([logits_BxV[:, None], rest_logits_GmxBxV.transpose(1, 0, 2)], axis=1)
+  return Draft(tokens_BxG, logits_BxGxV), cache
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeculativeDecoder:
+  """Draft/target decoding under an acceptance rule. Static and hashable: compiled once per prompt shape."""
+
+  target: ModelConfig
+  draft: ModelConfig
+  rule: object = Exact()  # Any rule of decoding/rules.py; its `sampler` drives the draft.
+  gamma: int = 4  # Draft tokens per target call.
+  settings: DecodeSettings = DecodeSettings()
+  vocab_size: Optional[int] = None  # Shared vocabulary when the two heads differ only by padding rows.
+
+  def __post_init__(self):
+    if not isinstance(self.gamma, int) or self.gamma < 1:
+      raise ValueError(f'gamma={self.gamma!r}: the draft must propose at least 1 token per target call.')
+    if self.vocab_size is None and self.target.vocab_size != self.draft.vocab_size:
+      raise ValueError(
+          f'Draft vocabulary ({self.draft.vocab_size}) differs from the target\'s ({self.target.vocab_size}). The '
+          'two models must share a tokenizer. If one head only has extra padding rows (as Qwen2.5-0.5B vs 7B do), '
+          'pass vocab_size=<the tokenizer\'s size> to compare the shared rows.')
+    if self.vocab_size is not None and self.vocab_size > min(self.target.vocab_size, self.draft.vocab_size):
+      raise ValueError(f'vocab_size={self.vocab_size} exceeds a model\'s head (draft {self.draft.vocab_size}, '
+                       f'target {self.target.vocab_size}).')
+
+  @property
+  def shared_vocab_size(self) -> int:
+    return self.vocab_size or self.target.vocab_size
+
+  def buffer_length(self, prompt_length: int) -> int:
+    return prompt_length + self.settings.max_new_tokens + self.gamma + 1
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def __call__(self, target_params, draft_params, tokens_BxP: jax.Array, lengths_B: jax.Array, rng: jax.Array,
+               max_new_B: Optional[jax.Array] = None) -> Generation:
+    """Generates from right-padded prompts (see AutoregressiveDecoder.__call__ for the arguments).
+
+    Returns:
+      Generation whose stats count target/draft calls, proposed, accepted and mismatched blocks per row.
+    """
+    s, G, V = self.settings, self.gamma, self.shared_vocab_size
+    B, P = tokens_BxP.shape
+    T = self.buffer_length(P)
+    prompts_lib.check_buffer(P, T, s.max_len)
+    max_new_B = per_row_budget(max_new_B, B, s.max_new_tokens)
+    state = init_state(tokens_BxP, lengths_B, T, s.pad_id, prefill(self.target, target_params, tokens_BxP, T),
+                       prefill(self.draft, draft_params, tokens_BxP, T), rng)
+
+    def step(state: DecodeState) -> DecodeState:
+      rng, draft_rng, rule_rng = jax.random.split(state.rng, 3)
+      draft, draft_cache = propose(self.draft, draft_params, self.rule.sampler, state, G, V, draft_rng)
+      last_B = state.lengths_B - 1
+      verify_BxG1 = jnp.concatenate([gather_B(state.tokens_BxT, last_B)[:, None], draft.tokens_BxG], axis=1)
+      target_logits_BxG1xV, _, target_cache = transformer.apply(
+          self.target, target_params, verify_BxG1, last_B[:, None] + jnp.arange(G + 1)[None, :], state.target_cache)
+      verdict = self.rule(draft.tokens_BxG, draft.logits_BxGxV, target_logits_BxG1xV[..., :V], rule_rng)
+      n_B = verdict.n_accepted_B
+      # The kept draft tokens, then the rule's token at index n (later entries are never committed).
+      drafted_BxG1 = jnp.pad(draft.tokens_BxG, ((0, 0), (0, 1)))
+      block_BxG1 = jnp.where(jnp.arange(G + 1)[None, :] < n_B[:, None], drafted_BxG1, verdict.next_token_B[:, None])
+      active_B = ~state.done_B
+      state, committed_B = commit(state.replace(target_cache=target_cache, draft_cache=draft_cache, rng=rng),
+                                  block_BxG1, n_B + 1, max_new_B, lengths_B, s.eos_ids, s.pad_id)
+      stats = state.stats.add(active_B, target_calls=1, draft_calls=G, proposed=G,
+                              accepted=jnp.minimum(n_B, committed_B), mismatches=n_B < G, generated=committed_B)
+      return state.replace(stats=stats)
+
+    state = jax.lax.while_loop(lambda st: jnp.any(~st.done_B), step, state)
+    return Generation(state.tokens_BxT, lengths_B.astype(jnp.int32), state.lengths_B, state.stats)
+
+  def generate(self, target_params, draft_params, prompts: Sequence[Sequence[int]],
+               rng: Optional[jax.Array] = None,
+               buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS) -> Generation:
+    """Host convenience: pads token lists, checks them, and runs the compiled loop."""
+    tokens_BxP, lengths_B = prompts_lib.prepare(prompts, self.settings.pad_id, self.shared_vocab_size, buckets)
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    return self(target_params, draft_params, jnp.asarray(tokens_BxP), jnp.asarray(lengths_B), rng)

@@ -1,0 +1,93 @@
+"""The decode state shared by autoregressive and speculative generation, and the one function that commits tokens.
+
+B rows, T buffer slots (prompt + generated + slack for one drafted block), C candidate tokens in one commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@flax.struct.dataclass
+class DecodeStats:
+  """Per-row counters, accumulated only while a row is active."""
+
+  target_calls_B: jax.Array  # int32: target forward passes (prefill excluded).
+  draft_calls_B: jax.Array  # int32: draft forward passes (prefill excluded).
+  proposed_B: jax.Array  # int32: draft tokens put to the target.
+  accepted_B: jax.Array  # int32: draft tokens committed.
+  mismatches_B: jax.Array  # int32: blocks that ended before the draft's last token.
+  generated_B: jax.Array  # int32: tokens committed after the prompt.
+
+  @classmethod
+  def zeros(cls, batch_size: int) -> 'DecodeStats':
+    z = jnp.zeros((batch_size,), jnp.int32)
+    return cls(z, z, z, z, z, z)
+
+  def add(self, active_B: jax.Array, **counts_B: jax.Array) -> 'DecodeStats':
+    """Adds each `counts_B[name]` to the rows where `active_B`."""
+    updates = {f'{k}_B': getattr(self, f'{k}_B') + jnp.where(active_B, v, 0).astype(jnp.int32)
+               for k, v in counts_B.items()}
+    return self.replace(**updates)
+
+
+@flax.struct.dataclass
+class DecodeState:
+  """Everything one generation carries through its `lax.while_loop`."""
+
+  tokens_BxT: jax.Array  # int32: prompt then committed tokens, pad after `lengths_B`.
+  lengths_B: jax.Array  # int32: committed tokens per row (prompt included).
+  done_B: jax.Array  # bool: the row hit EOS or its token budget.
+  target_cache: Any  # transformer.Cache of the target; valid below lengths_B - 1.
+  draft_cache: Any  # transformer.Cache of the draft (None for autoregressive decoding).
+  rng: jax.Array  # PRNG key, split once per step.
+  stats: DecodeStats
+
+
+@flax.struct.dataclass
+class Generation:
+  """The result of one generation. `completions()` gives each row's new tokens on the host."""
+
+  tokens_BxT: jax.Array  # int32: prompt + generated tokens, pad after `lengths_B`.
+  prompt_lengths_B: jax.Array  # int32.
+  lengths_B: jax.Array  # int32: prompt + generated.
+  stats: DecodeStats
+
+  def completions(self) -> list[np.ndarray]:
+    """Returns, per row, the generated tokens (EOS included when hit) as a numpy int array."""
+    tokens, starts, ends = jax.device_get((self.tokens_BxT, self.prompt_lengths_B, self.lengths_B))
+    return [tokens[b, starts[b]:ends[b]] for b in range(tokens.shape[0])]
+
+
+def commit(state: DecodeState, block_BxC: jax.Array, n_new_B: jax.Array, max_new_B: jax.Array,
+           prompt_lengths_B: jax.Array, eos_ids: Sequence[int], pad_id: int) -> tuple[DecodeState, jax.Array]:
+  """Appends the first `n_new_B` tokens of `block_BxC` to each active row, stopping at EOS and the token budget.
+
+  Returns the new state and the number of tokens actually committed per row (0 for done rows).
+  """
+  B, C = block_BxC.shape
+  j_1xC = jnp.arange(C)[None, :]
+  n_B = jnp.minimum(n_new_B, max_new_B - (state.lengths_B - prompt_lengths_B))
+  hit_eos_B = jnp.zeros((B,), bool)
+  if eos_ids:
+    is_eos_BxC = jnp.isin(block_BxC, jnp.asarray(eos_ids, jnp.int32)) & (j_1xC < n_B[:, None])
+    hit_eos_B = jnp.any(is_eos_BxC, axis=1)
+    n_B = jnp.where(hit_eos_B, jnp.argmax(is_eos_BxC, axis=1) + 1, n_B)
+  n_B = jnp.where(state.done_B, 0, n_B).astype(jnp.int32)
+  written_BxC = jnp.where(j_1xC < n_B[:, None], block_BxC, pad_id)
+  rows_Bx1 = jnp.arange(B)[:, None]
+  tokens_BxT = state.tokens_BxT.at[rows_Bx1, state.lengths_B[:, None] + j_1xC].set(written_BxC, mode='drop')
+  lengths_B = state.lengths_B + n_B
+  done_B = state.done_B | hit_eos_B | (lengths_B - prompt_lengths_B >= max_new_B)
+  return state.replace(tokens_BxT=tokens_BxT, lengths_B=lengths_B, done_B=done_B), n_B
+
+
+def gather_B(x_BxT: jax.Array, index_B: jax.Array) -> jax.Array:
+  """Returns x_BxT[b, index_B[b]] for each row (also for trailing axes: x_BxTx...)."""
+  index = index_B.reshape(index_B.shape + (1,) * (x_BxT.ndim - 1))
+  return jnp.take_along_axis(x_BxT, index, axis=1)[:, 0]
