@@ -1,0 +1,51 @@
+"""Decode speed of target-only vs speculative decoding, and against Hugging Face assisted generation.
+
+Run (the README's first command):
+  python -m cospec_jax.main --config=configs/bench_decode.py --workdir=runs/bench_decode
+Smoke (seconds; used by the tests):
+  python -m cospec_jax.main --config=configs/bench_decode.py:smoke --workdir=/tmp/bench_smoke
+A real pair by path (Hugging Face checkpoint directories):
+  python experiments/bench_decode.py --config=configs/bench_decode.py \
+      --config.bench.target_path=/ckpt/Qwen2.5-7B --config.bench.draft_path=/ckpt/Qwen2.5-0.5B \
+      --config.bench.dtype=bfloat16 --workdir=runs/qwen_bench
+
+Runtime: about 6 minutes on a 2-core CPU (most of it the HF comparison and compiling each gamma); smoke ~30 s.
+Reproduces: issue "Core" bars: efficiency against the ideal speedup tau / (1 + gamma * c), and tokens/s against
+HF assisted generation at batch 1, for a target ~115x the draft's parameters.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """`arg`: '' for the full benchmark, 'smoke' for a seconds-long version of the same thing."""
+  smoke = arg == 'smoke'
+  config = ml_collections.ConfigDict()
+  config.job = 'bench_decode'  # What cospec_jax.main runs.
+
+  bench = config.bench = ml_collections.ConfigDict()
+  bench.target_path = ''  # HF checkpoint directory of the target; '' builds the pair from the configs below.
+  bench.draft_path = ''  # HF checkpoint directory of the draft.
+  bench.dtype = 'float32'  # Activations and parameters: 'float32' or 'bfloat16'.
+  bench.seed = 0  # Init of the config-built pair and the prompts.
+  bench.backbone_std = 1.0  # Config-built pair: init std of the shared embedding/head (cospec_jax/decode_benchmark.py).
+  bench.batch_sizes = (1,) if smoke else (1, 8)  # Rows decoded together.
+  bench.gammas = (2,) if smoke else (2, 4, 8)  # Draft tokens per target call.
+  bench.prompt_length = 16  # Tokens per random prompt.
+  bench.max_new_tokens = 16 if smoke else 128  # Tokens generated per row (no EOS: every row runs to this).
+  bench.repeats = 1 if smoke else 5  # Timed runs after the compile run; the median is reported.
+  bench.hf_compare = True  # At batch 1, also time HF target-only and assisted generation (needs torch).
+
+  vocab = 512
+  # Target ~60.6M params, draft ~0.52M: about 115x. The target is large enough that a one-token step is bound by
+  # reading its weights even on a CPU, as decoding is on accelerators, so verifying gamma+1 tokens costs little more
+  # than one. Its block init (0.012) sets its disagreement with the draft: ~3.4 tokens per target call at gamma 4.
+  bench.target = ml_collections.ConfigDict(dict(
+      vocab_size=vocab, d_model=64 if smoke else 768, n_layers=2 if smoke else 8, n_heads=4 if smoke else 12,
+      n_kv_heads=2 if smoke else 4, head_dim=16 if smoke else 64, ffw_dim=128 if smoke else 2560,
+      initializer_range=0.012))
+  bench.draft = ml_collections.ConfigDict(dict(
+      vocab_size=vocab, d_model=32 if smoke else 128, n_layers=1 if smoke else 2, n_heads=2 if smoke else 4,
+      n_kv_heads=1 if smoke else 2, head_dim=16 if smoke else 32, ffw_dim=64 if smoke else 384,
+      initializer_range=0.02))
+  return config

@@ -1,0 +1,199 @@
+"""Decode speed: target-only vs speculative decoding in one process, against the ideal speedup and HF assisted generation.
+
+For each batch size and gamma it reports tokens/s, the measured draft/target call-cost ratio c, the mean tokens per
+target call tau, the ideal speedup tau / (1 + gamma * c), the measured speedup and its fraction of the ideal (the
+implementation's efficiency), and the same against tau / (v + gamma * c), where v is the measured cost of one
+(gamma+1)-token verify call over a one-token call (1 on memory-bound accelerators, more on a CPU); at batch 1 also Hugging Face assisted generation on the same pair, exported.
+
+The pair comes from Hugging Face checkpoint directories (`bench.target_path`, `bench.draft_path`) or from configs.
+A pair built from configs is random, and two random models almost never agree; so by default the draft and the target
+share a bigram backbone (the same embedding and output head, zero-padded to the target's width) on top of which the
+blocks of each model are initialised at its config's `initializer_range`: the larger the target's, the more it
+departs from the draft. It is a stand-in with a realistic acceptance rate for timing the engine; it says
+nothing about model quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, Exact, SpeculativeDecoder
+from cospec_jax.decoding.prompts import pad_prompts
+from cospec_jax.models import ModelConfig, config as config_lib, init_params, load_hf_checkpoint, save_hf_checkpoint, transformer
+
+
+def shared_backbone_pair(target: ModelConfig, draft: ModelConfig, rng: jax.Array, backbone_std: float):
+  """Random (target_params, draft_params) whose logits share a bigram backbone; see the module docstring.
+
+  Both models' blocks are initialised at their configs' `initializer_range`; the embedding and the output head are
+  one shared draw at `backbone_std` (the draft's width, zero-padded to the target's).
+  """
+  if target.d_model < draft.d_model or target.vocab_size != draft.vocab_size or draft.tie_embeddings:
+    raise ValueError('shared_backbone_pair needs target.d_model >= draft.d_model, equal vocabularies and an untied '
+                     f'draft; got d_model {target.d_model} vs {draft.d_model}, vocab {target.vocab_size} vs '
+                     f'{draft.vocab_size}, draft.tie_embeddings={draft.tie_embeddings}.')
+  target_rng, draft_rng, embed_rng, head_rng = jax.random.split(rng, 4)
+  target_params, draft_params = init_params(target, target_rng), init_params(draft, draft_rng)
+  V, D, pad = draft.vocab_size, draft.d_model, target.d_model - draft.d_model
+  embed_VxD = backbone_std * jax.random.normal(embed_rng, (V, D), draft.jnp_param_dtype)
+  head_DxV = backbone_std * jax.random.normal(head_rng, (D, V), draft.jnp_param_dtype)
+  draft_params['embed_tokens'] = {'embedding': embed_VxD}
+  draft_params['lm_head'] = {'kernel': head_DxV}
+  target_params['embed_tokens'] = {'embedding': jnp.pad(embed_VxD, ((0, 0), (0, pad))).astype(target.jnp_param_dtype)}
+  # The padded width carries nothing, so the target's final norm must not read it as signal: zero its scale there.
+  target_params['norm'] = {'weight': jnp.pad(jnp.ones((D,), target.jnp_param_dtype), (0, pad))}
+  if target.tie_embeddings:
+    raise ValueError('shared_backbone_pair needs an untied target head.')
+  target_params['lm_head'] = {'kernel': jnp.pad(head_DxV, ((0, pad), (0, 0))).astype(target.jnp_param_dtype)}
+  return target_params, draft_params
+
+
+def load_pair(cfg: ml_collections.ConfigDict):
+  """Returns (target_config, target_params, draft_config, draft_params) from paths or configs."""
+  if cfg.target_path or cfg.draft_path:
+    if not (cfg.target_path and cfg.draft_path):
+      raise ValueError('Give both bench.target_path and bench.draft_path, or neither (to use the configs).')
+    tc, tp = load_hf_checkpoint(cfg.target_path, dtype=cfg.dtype)
+    dc, dp = load_hf_checkpoint(cfg.draft_path, dtype=cfg.dtype)
+    return tc, jax.device_put(tp), dc, jax.device_put(dp)
+  tc = config_lib.from_dict(dict(cfg.target.to_dict(), dtype=cfg.dtype, param_dtype=cfg.dtype))
+  dc = config_lib.from_dict(dict(cfg.draft.to_dict(), dtype=cfg.dtype, param_dtype=cfg.dtype))
+  tp, dp = shared_backbone_pair(tc, dc, jax.random.PRNGKey(cfg.seed), cfg.backbone_std)
+  return tc, tp, dc, dp
+
+
+def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+  """Runs fn once to compile, then `repeats` times; returns (median seconds, last result)."""
+  out = jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times)), out
+
+
+def call_cost(config: ModelConfig, params, batch_size: int, n_tokens: int, cache_length: int, repeats: int,
+              n_calls: int = 64) -> float:
+  """Seconds per forward call of `n_tokens` tokens per row into a cache of `cache_length`, in a compiled loop."""
+
+  @jax.jit
+  def loop(params, cache):
+    def body(i, carry):
+      cache, token_B = carry
+      positions_BxN = jnp.full((batch_size, n_tokens), i, jnp.int32) + jnp.arange(n_tokens, dtype=jnp.int32)[None]
+      logits, _, cache = transformer.apply(config, params, jnp.broadcast_to(token_B[:, None], positions_BxN.shape),
+                                           positions_BxN, cache)
+      return cache, jnp.argmax(logits[:, -1], -1).astype(jnp.int32)
+    return jax.lax.fori_loop(0, n_calls, body, (cache, jnp.zeros((batch_size,), jnp.int32)))
+
+  cache = transformer.init_cache(config, batch_size, cache_length)
+  return time_call(lambda: loop(params, cache), repeats)[0] / n_calls
+
+
+def _prompts(batch_size: int, length: int, vocab_size: int, seed: int):
+  rs = np.random.RandomState(seed)
+  return [rs.randint(3, vocab_size, length).tolist() for _ in range(batch_size)]
+
+
+def hf_assisted(tc, tp, dc, dp, prompt, max_new_tokens: int, gamma: int, repeats: int, workdir: str) -> dict:
+  """Tokens/s of Hugging Face target-only greedy generation and assisted generation on the exported pair."""
+  import torch  # Only the benchmark's HF comparison needs torch.
+  import transformers
+  paths = {}
+  for name, c, p in (('target', tc, tp), ('draft', dc, dp)):
+    paths[name] = os.path.join(workdir, f'hf_{name}')
+    save_hf_checkpoint(paths[name], c.replace(dtype='float32', param_dtype='float32'),
+                       jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), p), overwrite=True)
+  target = transformers.AutoModelForCausalLM.from_pretrained(paths['target']).eval()
+  draft = transformers.AutoModelForCausalLM.from_pretrained(paths['draft']).eval()
+  draft.generation_config.num_assistant_tokens = gamma
+  draft.generation_config.num_assistant_tokens_schedule = 'constant'
+  draft.generation_config.assistant_confidence_threshold = 0.0
+  ids = torch.tensor([prompt])
+  kwargs = dict(do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, eos_token_id=None,
+                pad_token_id=0)
+  out = {}
+  with torch.no_grad():
+    for name, extra in (('hf_target_only', {}), ('hf_assisted', {'assistant_model': draft})):
+      seconds, tokens = time_call(lambda: target.generate(ids, **kwargs, **extra), repeats)
+      out[f'{name}_tokens_per_s'] = (tokens.shape[1] - len(prompt)) / seconds
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the benchmark grid, prints the table, writes `bench_decode.json` in workdir; returns the results."""
+  cfg = config.bench
+  os.makedirs(workdir, exist_ok=True)
+  tc, tp, dc, dp = load_pair(cfg)
+  print(f'target {tc.num_params():,} params, draft {dc.num_params():,} params '
+        f'(ratio {tc.num_params() / dc.num_params():.1f}x), {cfg.dtype}, device {jax.devices()[0].platform}')
+  settings = DecodeSettings(max_new_tokens=cfg.max_new_tokens)
+  rng = jax.random.PRNGKey(0)
+  rows = []
+  for batch_size in cfg.batch_sizes:
+    tokens, lengths = (jnp.asarray(x) for x in pad_prompts(
+        _prompts(batch_size, cfg.prompt_length, tc.vocab_size, cfg.seed), 0, buckets=None))
+    target_only = AutoregressiveDecoder(tc, settings=settings)
+    draft_only = AutoregressiveDecoder(dc, settings=settings)
+    t_target, gen = time_call(lambda: target_only(tp, tokens, lengths, rng), cfg.repeats)
+    t_draft, _ = time_call(lambda: draft_only(dp, tokens, lengths, rng), cfg.repeats)
+    n_tokens = int(jnp.sum(gen.stats.generated_B))
+    c = t_draft / t_target  # Both loops make one call per token: the ratio of their times is the call-cost ratio.
+    cache_length = cfg.prompt_length + cfg.max_new_tokens + max(cfg.gammas) + 1
+    one_token = call_cost(tc, tp, batch_size, 1, cache_length, cfg.repeats)
+    for gamma in cfg.gammas:
+      spd = SpeculativeDecoder(tc, dc, Exact(), gamma, settings)
+      t_spd, sgen = time_call(lambda: spd(tp, dp, tokens, lengths, rng), cfg.repeats)
+      st = jax.device_get(sgen.stats)
+      tau = st.generated_B.sum() / st.target_calls_B.sum()
+      ideal = tau / (1 + gamma * c)
+      # The textbook ideal assumes verifying gamma+1 tokens costs one token's call (decoding memory-bound, as on
+      # accelerators). Where it does not (a CPU is compute-bound), v measures the verify call's real cost.
+      v = call_cost(tc, tp, batch_size, gamma + 1, cache_length, cfg.repeats) / one_token
+      ideal_v = tau / (v + gamma * c)
+      speedup = t_target / t_spd
+      row = dict(batch=batch_size, gamma=gamma, c=c, v=v, tau=float(tau),
+                 target_tokens_per_s=n_tokens / t_target, spd_tokens_per_s=int(st.generated_B.sum()) / t_spd,
+                 ideal_speedup=float(ideal), speedup=speedup, efficiency=float(speedup / ideal),
+                 ideal_speedup_measured_verify=float(ideal_v), efficiency_measured_verify=float(speedup / ideal_v))
+      if batch_size == 1 and cfg.hf_compare:
+        row.update(hf_assisted(tc, tp, dc, dp, _prompts(1, cfg.prompt_length, tc.vocab_size, cfg.seed)[0],
+                               cfg.max_new_tokens, gamma, max(1, cfg.repeats // 2), workdir))
+        row['ours_over_hf_assisted'] = row['spd_tokens_per_s'] / row['hf_assisted_tokens_per_s']
+      rows.append(row)
+      print(_format_row(row, header=len(rows) == 1))
+  result = dict(target_params=tc.num_params(), draft_params=dc.num_params(), dtype=cfg.dtype,
+                platform=jax.devices()[0].platform, max_new_tokens=cfg.max_new_tokens, rows=rows)
+  path = os.path.join(workdir, 'bench_decode.json')
+  with open(path + '.tmp', 'w') as f:
+    json.dump(result, f, indent=2)
+  os.replace(path + '.tmp', path)
+  print(f'wrote {path}')
+  return result
+
+
+_COLUMNS = [('batch', 'B', '{:>3d}'), ('gamma', 'gamma', '{:>5d}'), ('c', 'c', '{:>6.3f}'), ('v', 'v', '{:>5.2f}'),
+            ('tau', 'tau', '{:>5.2f}'), ('target_tokens_per_s', 'target tok/s', '{:>12.1f}'),
+            ('spd_tokens_per_s', 'SPD tok/s', '{:>10.1f}'), ('speedup', 'speedup', '{:>7.2f}'),
+            ('ideal_speedup', 'ideal', '{:>6.2f}'), ('efficiency', 'eff', '{:>5.0%}'),
+            ('ideal_speedup_measured_verify', 'ideal(v)', '{:>8.2f}'), ('efficiency_measured_verify', 'eff(v)', '{:>6.0%}'),
+            ('hf_assisted_tokens_per_s', 'HF assisted tok/s', '{:>17.1f}'),
+            ('ours_over_hf_assisted', 'ours/HF', '{:>7.1f}')]
+
+
+def _format_row(row: dict, header: bool) -> str:
+  cells = [fmt.format(row[k]) if k in row else ' ' * len(fmt.format(0)) for k, _, fmt in _COLUMNS]
+  line = ' | '.join(cells)
+  if not header:
+    return line
+  names = ' | '.join(name.rjust(len(fmt.format(0))) for _, name, fmt in _COLUMNS)
+  return names + '\n' + '-' * len(names) + '\n' + line

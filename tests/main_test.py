@@ -1,0 +1,62 @@
+"""Every config builds; the main entry point runs the smoke benchmark end to end and writes sane results."""
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cospec_jax import main as main_lib
+from cospec_jax.models import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '*.py')))
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize('arg', ['', 'smoke'])
+def test_config_builds(path, arg):
+  module = _load(path)
+  assert 'Runtime' in module.__doc__ and 'python ' in module.__doc__  # Says how to run it and how long it takes.
+  config = module.get_config(arg)
+  assert config.job in main_lib.JOBS
+  for model in ('target', 'draft'):
+    if model in config.get('bench', {}):
+      config_lib.from_dict(config.bench[model].to_dict())  # A valid ModelConfig.
+
+
+def test_main_runs_smoke_benchmark(tmp_path):
+  workdir = tmp_path / 'bench'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'cospec_jax.main', f'--config={ROOT}/configs/bench_decode.py:smoke',
+       '--config.bench.max_new_tokens=12', f'--workdir={workdir}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'SPD tok/s' in proc.stdout
+  result = json.loads((workdir / 'bench_decode.json').read_text())
+  assert result['max_new_tokens'] == 12  # The command-line override reached the run.
+  (row,) = result['rows']
+  assert row['batch'] == 1 and row['gamma'] == 2
+  assert 1.0 <= row['tau'] <= 3.0  # At most gamma + 1 tokens per target call.
+  for key in ('c', 'v', 'target_tokens_per_s', 'spd_tokens_per_s', 'speedup', 'hf_assisted_tokens_per_s'):
+    assert row[key] > 0, key
+  assert row['efficiency'] == pytest.approx(row['speedup'] / row['ideal_speedup'])
+
+
+def test_unknown_config_key_is_named(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'cospec_jax.main', f'--config={ROOT}/configs/bench_decode.py:smoke',
+       '--config.bench.max_new_tokenz=12', f'--workdir={tmp_path}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert 'max_new_tokenz' in proc.stderr
