@@ -4,13 +4,15 @@
   python -m cospec_jax.main --config=configs/bench_decode.py:smoke --config.bench.max_new_tokens=8 --workdir=/tmp/x
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cospec_jax import decode_benchmark
+from cospec_jax.train import trainer
 
 JOBS = {
     'bench_decode': decode_benchmark.run,
+    'train': trainer.train,
 }
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file, optionally followed by :arg.')
@@ -21,6 +23,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments {argv[1:]}; settings go in --config.<key>=<value>.')
+  logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file at INFO.
   config = _CONFIG.value
   if config.get('job') not in JOBS:
     raise app.UsageError(f'config.job={config.get("job")!r} is not a known job; choose one of {sorted(JOBS)}.')

@@ -1,0 +1,64 @@
+"""Shared defaults of the training configs, so the draft's and the target's files state only how they differ."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from cospec_jax.tasks.tokenizer import CharTokenizer
+
+
+def arithmetic_data(smoke: bool, **difficulty) -> ml_collections.ConfigDict:
+  """config.data for the embedded arithmetic task; `difficulty` overrides arithmetic.Difficulty fields."""
+  data = ml_collections.ConfigDict()
+  data.name = 'smoke' if smoke else 'default'  # Prefix of the TFDS builder config name (a digest of the fields follows).
+  data.seed = 0  # The problems are a pure function of this seed.
+  data.train_size = 256 if smoke else 50_000  # Problems per split.
+  data.validation_size = 16 if smoke else 500
+  data.test_size = 32 if smoke else 500
+  data.data_dir = ''  # Where TFDS writes the data set; '' means <workdir>/tfds.
+  data.difficulty = ml_collections.ConfigDict(dict(
+      min_steps=2, max_steps=3, max_start=20, max_operand=20, max_multiplier=5, operations='+-*',
+      multiply_share=1 / 3))
+  data.difficulty.update(difficulty)
+  return data
+
+
+def lm_config(smoke: bool, **model) -> ml_collections.ConfigDict:
+  """config.model: a ModelConfig's fields for the character tokenizer's vocabulary."""
+  base = dict(vocab_size=CharTokenizer().vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
+              ffw_dim=64, rope_theta=10_000.0, tie_embeddings=True, initializer_range=0.02)
+  if not smoke:
+    base.update(model)
+  return ml_collections.ConfigDict(base)
+
+
+def train_config(smoke: bool, **overrides) -> ml_collections.ConfigDict:
+  """config.train: optimisation, checkpointing and logging."""
+  train = ml_collections.ConfigDict(dict(
+      steps=20 if smoke else 2000,  # Optimizer steps.
+      batch_size=8 if smoke else 64,  # Sequences per step.
+      max_len=88,  # Tokens per sequence (longer examples are an error).
+      learning_rate=3e-3,  # Peak learning rate.
+      warmup_steps=2 if smoke else 100,  # Linear warmup from 0.
+      final_lr_fraction=0.05,  # Cosine decay ends at this fraction of the peak.
+      weight_decay=0.05,  # AdamW decay, on matrices only.
+      b1=0.9,
+      b2=0.98,
+      grad_clip=1.0,  # Global-norm clipping.
+      save_every=10 if smoke else 250,  # Checkpoint interval in steps.
+      keep=3,  # Checkpoints kept.
+      log_every=5 if smoke else 50,  # Metrics interval in steps.
+      restore_step=-1,  # -1 resumes from the latest checkpoint; a step number restores that one.
+      progress_bar=not smoke,
+  ))
+  if not smoke:
+    train.update(overrides)
+  return train
+
+
+def eval_config(smoke: bool) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      num_examples=32 if smoke else 500,  # Test problems decoded greedily after training.
+      batch_size=32 if smoke else 100,  # Rows per decode call.
+      max_new_tokens=64,  # Solution length cap.
+  ))

@@ -1,0 +1,101 @@
+"""The trainer: loss goes down, resume after a kill equals an uninterrupted run, a corrupt checkpoint is named."""
+
+import json
+import os
+import shutil
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cospec_jax.train import checkpoint as checkpoint_lib
+from cospec_jax.train import trainer
+
+pytest.importorskip('tensorflow_datasets')
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs'))
+import train_target  # noqa: E402
+
+
+def _smoke(**train):
+  config = train_target.get_config('smoke')
+  config.train.update(train)
+  config.eval.num_examples = 4
+  config.eval.batch_size = 4
+  config.eval.max_new_tokens = 8
+  return config
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+  """20 steps, checkpoints at 10 and 20; shares its built data set with the other runs."""
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  config = _smoke(steps=20, save_every=10)
+  config.data.data_dir = str(tmp_path_factory.mktemp('tfds'))
+  result = trainer.train(config, str(workdir))
+  return config, workdir, result
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_loss_goes_down(uninterrupted):
+  _, workdir, result = uninterrupted
+  losses = [m['loss'] for m in _metrics(workdir)]
+  assert losses[-1] < losses[0] - 0.3, losses
+  assert result['step'] == 20
+  assert os.path.exists(os.path.join(workdir, 'hf', 'model.safetensors'))
+  assert 0.0 <= json.load(open(os.path.join(workdir, 'eval.json')))['test_accuracy'] <= 1.0
+
+
+def test_resume_after_kill_equals_uninterrupted(uninterrupted, tmp_path):
+  """A run killed after its step-10 checkpoint (and mid-way through writing step 20) resumes to the same state."""
+  config, workdir, _ = uninterrupted
+  killed = tmp_path / 'killed'
+  shutil.copytree(workdir / 'checkpoints', killed / 'checkpoints')
+  shutil.rmtree(killed / 'checkpoints' / '20')
+  # What a kill during a save leaves: orbax's temporary directory, never a finished step.
+  os.makedirs(killed / 'checkpoints' / '20.orbax-checkpoint-tmp-1234' / 'state')
+  with open(killed / 'metrics.jsonl', 'w') as f:  # Metrics logged past the checkpoint before the kill.
+    f.writelines(json.dumps(m) + '\n' for m in _metrics(workdir)[:3])
+  resumed = trainer.train(config, str(killed))
+  assert resumed['step'] == 20
+  _, expected = trainer.restore_params(str(workdir), config)
+  _, got = trainer.restore_params(str(killed), config)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, got, expected)
+  assert [m['step'] for m in _metrics(killed)] == [m['step'] for m in _metrics(workdir)]  # Written once each.
+  np.testing.assert_allclose([m['loss'] for m in _metrics(killed)], [m['loss'] for m in _metrics(workdir)])
+
+
+def test_different_run_differs(uninterrupted, tmp_path):
+  """The resume comparison can fail: another seed gives other parameters."""
+  config, workdir, _ = uninterrupted
+  other = _smoke(steps=20, save_every=10)
+  other.data.data_dir = config.data.data_dir
+  other.seed = config.seed + 1
+  trainer.train(other, str(tmp_path / 'other'))
+  _, a = trainer.restore_params(str(workdir), config)
+  _, b = trainer.restore_params(str(tmp_path / 'other'), other)
+  assert not np.allclose(a['embed_tokens']['embedding'], b['embed_tokens']['embedding'])
+
+
+def test_corrupt_latest_checkpoint_is_named_and_older_restores(uninterrupted, tmp_path):
+  config, workdir, _ = uninterrupted
+  damaged = tmp_path / 'damaged'
+  shutil.copytree(workdir / 'checkpoints', damaged / 'checkpoints')
+  for root, _, files in os.walk(damaged / 'checkpoints' / '20'):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'\0garbage')
+  with pytest.raises(checkpoint_lib.CheckpointCorruptError, match=r'step 20 .* --config.train.restore_step=10'):
+    trainer.restore_params(str(damaged), config)
+  _, older = trainer.restore_params(str(damaged), config, step=10)
+  _, expected = trainer.restore_params(str(workdir), config, step=10)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, older, expected)
+
+
+def test_bad_schedule_is_named():
+  with pytest.raises(ValueError, match='warmup_steps=30'):
+    trainer.make_schedule(_smoke(steps=20, warmup_steps=30).train)
