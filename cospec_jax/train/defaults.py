@@ -35,8 +35,8 @@ def lm_config(smoke: bool, **model) -> ml_collections.ConfigDict:
 def train_config(smoke: bool, **overrides) -> ml_collections.ConfigDict:
   """config.train: optimisation, checkpointing and logging."""
   train = ml_collections.ConfigDict(dict(
-      steps=20 if smoke else 2000,  # Optimizer steps.
-      batch_size=8 if smoke else 64,  # Sequences per step.
+      steps=20 if smoke else 1500,  # Optimizer steps.
+      batch_size=8 if smoke else 32,  # Sequences per step.
       max_len=88,  # Tokens per sequence (longer examples are an error).
       learning_rate=3e-3,  # Peak learning rate.
       warmup_steps=2 if smoke else 100,  # Linear warmup from 0.
