@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, RejectionSampling, Sampling, SpeculativeDecoder
+from cospec_jax.decoding import AutoregressiveDecoder, Block, DecodeSettings, RejectionSampling, Sampling, SpeculativeDecoder
 from cospec_jax.models import apply, init_params
 from tests import helpers
 
@@ -99,7 +99,9 @@ def test_rule_output_distribution_is_p():
   def first_token(rng):
     draft_rng, rule_rng = jax.random.split(rng)
     d = jax.random.categorical(draft_rng, q_logits)
-    v = rule(d[None, None], q_logits[None, None], jnp.stack([p_logits, q_logits])[None], rule_rng)
+    block = Block(d[None, None], q_logits[None, None], jnp.stack([p_logits, q_logits])[None], jnp.zeros((1, 1, 1)),
+                  jnp.zeros((1, 2, 1)), jnp.zeros((1,), jnp.int32), jnp.ones((1,), jnp.int32))
+    v = rule(block, rule_rng)
     return jnp.where(v.n_accepted_B[0] > 0, d, v.next_token_B[0])
 
   tokens = jax.jit(jax.vmap(first_token))(jax.random.split(jax.random.PRNGKey(0), 40_000))

@@ -1,19 +1,24 @@
-"""Acceptance rules: given a drafted block and the target's scores for it, how many draft tokens to keep.
+"""Acceptance rules: given a drafted block and the target's scores for it, which draft tokens to keep.
 
 Every rule is a small frozen dataclass with the same interface:
 
-  rule.sampler                                          how the draft proposes (Greedy or Sampling)
-  rule(draft_tokens_BxG, draft_logits_BxGxV, target_logits_BxG1xV, rng) -> Verdict
+  rule.sampler                                   how the draft proposes (Greedy or Sampling)
+  rule(block, rng, rule_params) -> Verdict       what to keep of one block
 
-`target_logits_BxG1xV[:, i]` is the target's prediction for the position of `draft_tokens_BxG[:, i]` (given the
-committed prefix and draft tokens before i); the last one, `[:, G]`, predicts the token after a fully kept block.
-A Verdict keeps the first `n_accepted_B` draft tokens and appends `next_token_B` after them. A new rule is one class
-here plus one entry in RULES.
+A Verdict keeps the first `n_accepted_B` draft tokens and appends `next_token_B` after them. `block.target_logits`
+at index i is the target's prediction for the position of draft token i, given the committed prefix and the draft
+tokens before i; index G predicts the token after a fully kept block. `rule_params` carries what a rule learns
+(the CoSpec arbiter's policy) as a dynamic argument, so a trained rule needs no recompilation.
+
+The lossless rules are built from two steps that other rules reuse: `accepts` (which draft tokens pass the target's
+test, scanning left to right) and `correction` (the token committed where the scan stops). A new rule is one class
+here (or in a module of its own) plus one entry in `_register`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Optional
 
 import flax
 import jax
@@ -23,15 +28,34 @@ from cospec_jax.decoding.sampling import Greedy, Sampling
 
 
 @flax.struct.dataclass
+class Block:
+  """One drafted block and everything a rule may read about it. G draft tokens, V vocabulary."""
+
+  draft_tokens_BxG: jax.Array  # int32: the draft's proposals d_1..d_G.
+  draft_logits_BxGxV: jax.Array  # float32: the logits each d_i was drawn from.
+  target_logits_BxG1xV: jax.Array  # float32: the target's predictions at the G+1 verified positions.
+  draft_hidden_BxGxD: jax.Array  # The draft's final hidden state from which d_i was predicted.
+  target_hidden_BxG1xD: jax.Array  # The target's final hidden state at each verified position.
+  generated_B: jax.Array  # int32: tokens generated before this block (position of d_1 in the answer).
+  max_new_B: jax.Array  # int32: each row's token budget (to express positions as fractions).
+
+
+@flax.struct.dataclass
 class Verdict:
-  """What a rule keeps of one drafted block."""
+  """What a rule keeps of one block; `record` is an optional per-position pytree of [B, G, ...] arrays whose
+  `mask_BxG` entry says which positions hold a decision (collected by the decode loop for learning)."""
 
   n_accepted_B: jax.Array  # int32 in [0, G]: leading draft tokens kept.
   next_token_B: jax.Array  # int32: the token committed after them (a correction, or the bonus token).
+  record: Optional[Any] = None
+  mismatches_B: Optional[jax.Array] = None  # Positions the base test rejected within the scan; default n < G.
+  kept_at_mismatch_B: Optional[jax.Array] = None  # Of those, the draft tokens kept anyway; default 0.
 
 
-def _take_B(x_BxN: jax.Array, index_B: jax.Array) -> jax.Array:
-  return jnp.take_along_axis(x_BxN, index_B[:, None], axis=1)[:, 0]
+def take_B(x_BxN: jax.Array, index_B: jax.Array) -> jax.Array:
+  """x_BxN[b, index_B[b]] for each row (also with trailing axes)."""
+  index = index_B.reshape(index_B.shape + (1,) * (x_BxN.ndim - 1))
+  return jnp.take_along_axis(x_BxN, index, axis=1)[:, 0]
 
 
 def leading_true_count(ok_BxG: jax.Array) -> jax.Array:
@@ -45,11 +69,22 @@ class Exact:
 
   sampler: Greedy = Greedy()
 
-  def __call__(self, draft_tokens_BxG, draft_logits_BxGxV, target_logits_BxG1xV, rng) -> Verdict:
-    del draft_logits_BxGxV, rng
-    target_tokens_BxG1 = jnp.argmax(target_logits_BxG1xV, axis=-1).astype(jnp.int32)
-    n_B = leading_true_count(draft_tokens_BxG == target_tokens_BxG1[:, :-1])
-    return Verdict(n_B, _take_B(target_tokens_BxG1, n_B))
+  def accepts(self, block: Block, rng: jax.Array) -> jax.Array:
+    """bool [B, G]: draft token i equals the target's argmax there."""
+    del rng
+    G = block.draft_tokens_BxG.shape[1]
+    return block.draft_tokens_BxG == jnp.argmax(block.target_logits_BxG1xV[:, :G], axis=-1)
+
+  def correction(self, block: Block, n_B: jax.Array, rng: jax.Array) -> jax.Array:
+    """int32 [B]: the target's argmax at position n (a correction, or the bonus when n == G)."""
+    del rng
+    return jnp.argmax(take_B(block.target_logits_BxG1xV, n_B), axis=-1).astype(jnp.int32)
+
+  def __call__(self, block: Block, rng: jax.Array, rule_params: Any = None) -> Verdict:
+    del rule_params
+    accept_rng, correct_rng = jax.random.split(rng)
+    n_B = leading_true_count(self.accepts(block, accept_rng))
+    return Verdict(n_B, self.correction(block, n_B, correct_rng))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,34 +98,41 @@ class RejectionSampling:
 
   sampler: Sampling = Sampling()
 
-  def __call__(self, draft_tokens_BxG, draft_logits_BxGxV, target_logits_BxG1xV, rng) -> Verdict:
-    B, G = draft_tokens_BxG.shape
-    p_BxG1xV = self.sampler.probs(target_logits_BxG1xV)
-    q_BxGxV = self.sampler.probs(draft_logits_BxGxV)
-    p_at_draft_BxG = jnp.take_along_axis(p_BxG1xV[:, :G], draft_tokens_BxG[..., None], axis=-1)[..., 0]
-    q_at_draft_BxG = jnp.take_along_axis(q_BxGxV, draft_tokens_BxG[..., None], axis=-1)[..., 0]
-    accept_rng, resample_rng = jax.random.split(rng)
-    u_BxG = jax.random.uniform(accept_rng, (B, G))
-    n_B = leading_true_count(u_BxG * q_at_draft_BxG < p_at_draft_BxG)
-    # Residual at the first rejection; with q padded by zeros, position G gives p itself (the bonus).
-    q_pad_BxG1xV = jnp.concatenate([q_BxGxV, jnp.zeros_like(q_BxGxV[:, :1])], axis=1)
-    residual_BxG1xV = jnp.maximum(p_BxG1xV - q_pad_BxG1xV, 0.0)
-    residual_BxV = jnp.take_along_axis(residual_BxG1xV, n_B[:, None, None], axis=1)[:, 0]
-    p_BxV = jnp.take_along_axis(p_BxG1xV, n_B[:, None, None], axis=1)[:, 0]
+  def accepts(self, block: Block, rng: jax.Array) -> jax.Array:
+    """bool [B, G]: u * q(d_i) < p(d_i) with u ~ U[0, 1)."""
+    G = block.draft_tokens_BxG.shape[1]
+    p_at_draft_BxG = jnp.take_along_axis(self.sampler.probs(block.target_logits_BxG1xV[:, :G]),
+                                         block.draft_tokens_BxG[..., None], axis=-1)[..., 0]
+    q_at_draft_BxG = jnp.take_along_axis(self.sampler.probs(block.draft_logits_BxGxV),
+                                         block.draft_tokens_BxG[..., None], axis=-1)[..., 0]
+    return jax.random.uniform(rng, p_at_draft_BxG.shape) * q_at_draft_BxG < p_at_draft_BxG
+
+  def correction(self, block: Block, n_B: jax.Array, rng: jax.Array) -> jax.Array:
+    """int32 [B]: a draw from normalize(max(0, p - q)) at position n, or from p when n == G."""
+    p_BxV = self.sampler.probs(take_B(block.target_logits_BxG1xV, n_B))
+    G = block.draft_tokens_BxG.shape[1]
+    q_BxV = self.sampler.probs(take_B(block.draft_logits_BxGxV, jnp.minimum(n_B, G - 1)))
+    q_BxV = jnp.where((n_B < G)[:, None], q_BxV, 0.0)  # No draft distribution after the block: the bonus is p.
+    residual_BxV = jnp.maximum(p_BxV - q_BxV, 0.0)
     # p == q leaves no residual mass; a rejection then has probability 0, so any choice is exact; use p.
     residual_BxV = jnp.where(jnp.sum(residual_BxV, -1, keepdims=True) > 0, residual_BxV, p_BxV)
-    next_B = jax.random.categorical(resample_rng, jnp.log(residual_BxV), axis=-1).astype(jnp.int32)
-    return Verdict(n_B, next_B)
+    return jax.random.categorical(rng, jnp.log(residual_BxV), axis=-1).astype(jnp.int32)
+
+  def __call__(self, block: Block, rng: jax.Array, rule_params: Any = None) -> Verdict:
+    del rule_params
+    accept_rng, correct_rng = jax.random.split(rng)
+    n_B = leading_true_count(self.accepts(block, accept_rng))
+    return Verdict(n_B, self.correction(block, n_B, correct_rng))
 
 
-RULES = {
-    'exact': Exact,
-    'rejection_sampling': RejectionSampling,
-}
+def _register():
+  from cospec_jax.decoding import cospec  # The learned rule lives in its own module.
+  return {'exact': Exact, 'rejection_sampling': RejectionSampling, 'cospec': cospec.CoSpec}
 
 
 def make_rule(name: str, **kwargs):
   """Builds a rule by its config name; `kwargs` go to its constructor."""
-  if name not in RULES:
-    raise ValueError(f'Unknown acceptance rule {name!r}; available: {sorted(RULES)}.')
-  return RULES[name](**kwargs)
+  rules = _register()
+  if name not in rules:
+    raise ValueError(f'Unknown acceptance rule {name!r}; available: {sorted(rules)}.')
+  return rules[name](**kwargs)

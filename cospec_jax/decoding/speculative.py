@@ -13,25 +13,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.autoregressive import DecodeSettings, init_state, per_row_budget, prefill
-from cospec_jax.decoding.rules import Exact
-from cospec_jax.decoding.state import DecodeState, Generation, commit, gather_B
+from cospec_jax.decoding.rules import Block, Exact
+from cospec_jax.decoding.state import DecodeState, Generation, append_records, commit, gather_B
 from cospec_jax.models import transformer
 from cospec_jax.models.config import ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class Draft:
-  """The tokens a draft proposed, with the logits they were drawn from."""
+  """The tokens a draft proposed, with the logits they were drawn from and the hidden states behind those."""
 
   tokens_BxG: jax.Array
   logits_BxGxV: jax.Array
+  hidden_BxGxD: jax.Array
 
 
 def propose(config: ModelConfig, params, sampler, state: DecodeState, gamma: int, vocab_size: int,
@@ -42,24 +43,27 @@ def propose(config: ModelConfig, params, sampler, state: DecodeState, gamma: int
   # Catch-up: re-feeding position L-2 is harmless when it is already cached, and needed when it is not.
   start_B = jnp.maximum(last_B - 1, 0)
   positions_Bx2 = start_B[:, None] + jnp.arange(2)[None, :]
-  logits_Bx2xV, _, cache = transformer.apply(config, params, jnp.take_along_axis(state.tokens_BxT, positions_Bx2, 1),
-                                             positions_Bx2, state.draft_cache)
+  logits_Bx2xV, hidden_Bx2xD, cache = transformer.apply(
+      config, params, jnp.take_along_axis(state.tokens_BxT, positions_Bx2, 1), positions_Bx2, state.draft_cache)
   logits_BxV = gather_B(logits_Bx2xV, last_B - start_B)[:, :vocab_size]
+  hidden_BxD = gather_B(hidden_Bx2xD, last_B - start_B)
   token_B = sampler.sample(logits_BxV, rngs[0])
 
   def draft_one(carry, i_and_rng):
     cache, token_B = carry
     i, rng = i_and_rng
-    logits_Bx1xV, _, cache = transformer.apply(config, params, token_B[:, None], (last_B + i)[:, None], cache)
+    logits_Bx1xV, hidden_Bx1xD, cache = transformer.apply(config, params, token_B[:, None], (last_B + i)[:, None],
+                                                          cache)
     logits_BxV = logits_Bx1xV[:, 0, :vocab_size]
     next_B = sampler.sample(logits_BxV, rng)
-    return (cache, next_B), (next_B, logits_BxV)
+    return (cache, next_B), (next_B, logits_BxV, hidden_Bx1xD[:, 0])
 
-  (cache, _), (rest_GmxB, rest_logits_GmxBxV) = jax.lax.scan(
+  (cache, _), (rest_GmxB, rest_logits_GmxBxV, rest_hidden_GmxBxD) = jax.lax.scan(
       draft_one, (cache, token_B), (jnp.arange(1, gamma, dtype=jnp.int32), rngs[1:]))
-  tokens_BxG = jnp.concatenate([token_B[:, None], rest_GmxB.T], axis=1)
-  logits_BxGxV = jnp.concatenate([logits_BxV[:, None], rest_logits_GmxBxV.transpose(1, 0, 2)], axis=1)
-  return Draft(tokens_BxG, logits_BxGxV), cache
+  stack = lambda first_Bx, rest_GmxBx: jnp.concatenate(  # noqa: E731
+      [first_Bx[:, None], jnp.moveaxis(rest_GmxBx, 0, 1)], axis=1)
+  return Draft(stack(token_B, rest_GmxB), stack(logits_BxV, rest_logits_GmxBxV),
+               stack(hidden_BxD, rest_hidden_GmxBxD)), cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +76,7 @@ class SpeculativeDecoder:
   gamma: int = 4  # Draft tokens per target call.
   settings: DecodeSettings = DecodeSettings()
   vocab_size: Optional[int] = None  # Shared vocabulary when the two heads differ only by padding rows.
+  max_decisions: int = 0  # Per-row buffer for the rule's decision records (CoSpec rollouts); 0 keeps none.
 
   def __post_init__(self):
     if not isinstance(self.gamma, int) or self.gamma < 1:
@@ -92,13 +97,33 @@ class SpeculativeDecoder:
   def buffer_length(self, prompt_length: int) -> int:
     return prompt_length + self.settings.max_new_tokens + self.gamma + 1
 
+  def _block_shapes(self, B: int) -> Block:
+    G, V, f32 = self.gamma, self.shared_vocab_size, jnp.float32
+    s = jax.ShapeDtypeStruct
+    return Block(s((B, G), jnp.int32), s((B, G, V), f32), s((B, G + 1, V), f32), s((B, G, self.draft.d_model),
+                 self.draft.jnp_dtype), s((B, G + 1, self.target.d_model), self.target.jnp_dtype),
+                 s((B,), jnp.int32), s((B,), jnp.int32))
+
+  def _empty_records(self, B: int, rule_params):
+    """Zeroed [B, max_decisions, ...] buffers shaped like the rule's record, or None."""
+    if not self.max_decisions:
+      return None
+    record = jax.eval_shape(lambda b, p: self.rule(b, jax.random.PRNGKey(0), p).record, self._block_shapes(B),
+                            rule_params)
+    if record is None:
+      raise ValueError(f'max_decisions={self.max_decisions} but rule {type(self.rule).__name__} records nothing.')
+    return jax.tree_util.tree_map(lambda x: jnp.zeros((B, self.max_decisions) + x.shape[2:], x.dtype), record)
+
   @functools.partial(jax.jit, static_argnums=0)
   def __call__(self, target_params, draft_params, tokens_BxP: jax.Array, lengths_B: jax.Array, rng: jax.Array,
-               max_new_B: Optional[jax.Array] = None) -> Generation:
+               max_new_B: Optional[jax.Array] = None, rule_params: Any = None) -> Generation:
     """Generates from right-padded prompts (see AutoregressiveDecoder.__call__ for the arguments).
 
+    `rule_params` goes to every rule call (the CoSpec arbiter's policy and lam).
+
     Returns:
-      Generation whose stats count target/draft calls, proposed, accepted and mismatched blocks per row.
+      Generation whose stats count target/draft calls, proposed, accepted and mismatched tokens per row, and,
+      with max_decisions > 0, the rule's decision records.
     """
     s, G, V = self.settings, self.gamma, self.shared_vocab_size
     B, P = tokens_BxP.shape
@@ -107,33 +132,46 @@ class SpeculativeDecoder:
     max_new_B = per_row_budget(max_new_B, B, s.max_new_tokens)
     state = init_state(tokens_BxP, lengths_B, T, s.pad_id, prefill(self.target, target_params, tokens_BxP, T),
                        prefill(self.draft, draft_params, tokens_BxP, T), rng)
+    records = self._empty_records(B, rule_params)
+    if records is not None:
+      state = state.replace(records=records, n_records_B=jnp.zeros((B,), jnp.int32))
 
     def step(state: DecodeState) -> DecodeState:
       rng, draft_rng, rule_rng = jax.random.split(state.rng, 3)
       draft, draft_cache = propose(self.draft, draft_params, self.rule.sampler, state, G, V, draft_rng)
       last_B = state.lengths_B - 1
       verify_BxG1 = jnp.concatenate([gather_B(state.tokens_BxT, last_B)[:, None], draft.tokens_BxG], axis=1)
-      target_logits_BxG1xV, _, target_cache = transformer.apply(
+      target_logits_BxG1xV, target_hidden_BxG1xD, target_cache = transformer.apply(
           self.target, target_params, verify_BxG1, last_B[:, None] + jnp.arange(G + 1)[None, :], state.target_cache)
-      verdict = self.rule(draft.tokens_BxG, draft.logits_BxGxV, target_logits_BxG1xV[..., :V], rule_rng)
+      block = Block(draft.tokens_BxG, draft.logits_BxGxV, target_logits_BxG1xV[..., :V], draft.hidden_BxGxD,
+                    target_hidden_BxG1xD, state.lengths_B - lengths_B, max_new_B)
+      verdict = self.rule(block, rule_rng, rule_params)
       n_B = verdict.n_accepted_B
       # The kept draft tokens, then the rule's token at index n (later entries are never committed).
       drafted_BxG1 = jnp.pad(draft.tokens_BxG, ((0, 0), (0, 1)))
       block_BxG1 = jnp.where(jnp.arange(G + 1)[None, :] < n_B[:, None], drafted_BxG1, verdict.next_token_B[:, None])
       active_B = ~state.done_B
+      if records is not None:
+        state = state.replace(**dict(zip(('records', 'n_records_B'), append_records(
+            state.records, state.n_records_B, verdict.record, active_B))))
       state, committed_B = commit(state.replace(target_cache=target_cache, draft_cache=draft_cache, rng=rng),
                                   block_BxG1, n_B + 1, max_new_B, lengths_B, s.eos_ids, s.pad_id)
+      mismatches_B = n_B < G if verdict.mismatches_B is None else verdict.mismatches_B
+      kept_B = 0 if verdict.kept_at_mismatch_B is None else verdict.kept_at_mismatch_B
       stats = state.stats.add(active_B, target_calls=1, draft_calls=G, proposed=G,
-                              accepted=jnp.minimum(n_B, committed_B), mismatches=n_B < G, generated=committed_B)
+                              accepted=jnp.minimum(n_B, committed_B), mismatches=mismatches_B,
+                              kept_at_mismatch=kept_B, generated=committed_B)
       return state.replace(stats=stats)
 
     state = jax.lax.while_loop(lambda st: jnp.any(~st.done_B), step, state)
-    return Generation(state.tokens_BxT, lengths_B.astype(jnp.int32), state.lengths_B, state.stats)
+    return Generation(state.tokens_BxT, lengths_B.astype(jnp.int32), state.lengths_B, state.stats, state.records,
+                      state.n_records_B)
 
   def generate(self, target_params, draft_params, prompts: Sequence[Sequence[int]],
                rng: Optional[jax.Array] = None,
-               buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS) -> Generation:
+               buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS, rule_params: Any = None) -> Generation:
     """Host convenience: pads token lists, checks them, and runs the compiled loop."""
     tokens_BxP, lengths_B = prompts_lib.prepare(prompts, self.settings.pad_id, self.shared_vocab_size, buckets)
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    return self(target_params, draft_params, jnp.asarray(tokens_BxP), jnp.asarray(lengths_B), rng)
+    return self(target_params, draft_params, jnp.asarray(tokens_BxP), jnp.asarray(lengths_B), rng,
+                rule_params=rule_params)

@@ -21,13 +21,14 @@ class DecodeStats:
   draft_calls_B: jax.Array  # int32: draft forward passes (prefill excluded).
   proposed_B: jax.Array  # int32: draft tokens put to the target.
   accepted_B: jax.Array  # int32: draft tokens committed.
-  mismatches_B: jax.Array  # int32: blocks that ended before the draft's last token.
+  mismatches_B: jax.Array  # int32: positions where the base rule rejected the draft token (scan reached).
+  kept_at_mismatch_B: jax.Array  # int32: of those, draft tokens an arbiter kept anyway.
   generated_B: jax.Array  # int32: tokens committed after the prompt.
 
   @classmethod
   def zeros(cls, batch_size: int) -> 'DecodeStats':
     z = jnp.zeros((batch_size,), jnp.int32)
-    return cls(z, z, z, z, z, z)
+    return cls(z, z, z, z, z, z, z)
 
   def add(self, active_B: jax.Array, **counts_B: jax.Array) -> 'DecodeStats':
     """Adds each `counts_B[name]` to the rows where `active_B`."""
@@ -47,6 +48,8 @@ class DecodeState:
   draft_cache: Any  # transformer.Cache of the draft (None for autoregressive decoding).
   rng: jax.Array  # PRNG key, split once per step.
   stats: DecodeStats
+  records: Any = None  # A rule's per-decision records, [B, max_decisions, ...] buffers (None if not kept).
+  n_records_B: Any = None  # int32: decisions recorded per row (may exceed max_decisions; the rest are dropped).
 
 
 @flax.struct.dataclass
@@ -57,6 +60,8 @@ class Generation:
   prompt_lengths_B: jax.Array  # int32.
   lengths_B: jax.Array  # int32: prompt + generated.
   stats: DecodeStats
+  records: Any = None  # As DecodeState.records; its `mask_BxN` marks filled slots.
+  n_records_B: Any = None
 
   def completions(self) -> list[np.ndarray]:
     """Returns, per row, the generated tokens (EOS included when hit) as a numpy int array."""
@@ -91,3 +96,19 @@ def gather_B(x_BxT: jax.Array, index_B: jax.Array) -> jax.Array:
   """Returns x_BxT[b, index_B[b]] for each row (also for trailing axes: x_BxTx...)."""
   index = index_B.reshape(index_B.shape + (1,) * (x_BxT.ndim - 1))
   return jnp.take_along_axis(x_BxT, index, axis=1)[:, 0]
+
+
+def append_records(records, n_records_B: jax.Array, block_record, active_B: jax.Array):
+  """Appends the positions of `block_record` ([B, G, ...] with a bool `mask_BxG`) where mask & active to each row's
+  [B, N, ...] buffers at its count; entries past N are dropped. Returns (records, n_records_B).
+
+  The buffers' own mask (`mask_BxG` field, there [B, N]) marks the filled slots.
+  """
+  mask_BxG = block_record.mask_BxG & active_B[:, None]
+  N = records.mask_BxG.shape[1]
+  slot_BxG = jnp.where(mask_BxG, n_records_B[:, None] + jnp.cumsum(mask_BxG, axis=1) - 1, N)
+  rows_BxG = jnp.broadcast_to(jnp.arange(mask_BxG.shape[0])[:, None], mask_BxG.shape)
+  block_record = block_record.replace(mask_BxG=mask_BxG)
+  records = jax.tree_util.tree_map(lambda buf, x: buf.at[rows_BxG, slot_BxG].set(x.astype(buf.dtype), mode='drop'),
+                                   records, block_record)
+  return records, n_records_B + jnp.sum(mask_BxG, axis=1).astype(jnp.int32)

@@ -1,0 +1,147 @@
+"""CoSpec: at a mismatch, a learned arbiter decides whether to keep the draft's token or the target's.
+
+The scan over a verified block: where the base rule accepts (the draft equals the target's choice, or passes the
+rejection test), keep the draft token; at a mismatch, ask the arbiter. Keeping the draft's token does not end the
+block: the target already scored every later position conditioned on the draft prefix, so the scan continues.
+Choosing the target's token ends the block with the base rule's correction. An arbiter that always says "target"
+is exactly the base rule (a test holds it).
+
+The arbiter sees, at each verified position, `N_SCALAR_FEATURES` numbers (both models' log-probabilities of both
+candidate tokens, both entropies, both top-2 margins, the position in the block and in the answer, and the
+speed/accuracy knob `lam`) and both models' hidden states, which it projects with learned maps. `lam` is an input,
+so one policy yields a whole accuracy/speed curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cospec_jax.decoding.rules import Block, Exact, Verdict, leading_true_count
+
+SCALAR_FEATURES = ('target_logp_draft', 'target_logp_target', 'draft_logp_draft', 'draft_logp_target',
+                   'target_entropy', 'draft_entropy', 'target_margin', 'draft_margin', 'block_position',
+                   'answer_position', 'lam')
+N_SCALAR_FEATURES = len(SCALAR_FEATURES)
+
+
+@flax.struct.dataclass
+class Decisions:
+  """What the arbiter saw and did at each verified position of a block ([B, G, ...] arrays)."""
+
+  scalars_BxGxF: jax.Array  # float32 [.., N_SCALAR_FEATURES].
+  target_hidden_BxGxD: jax.Array
+  draft_hidden_BxGxD: jax.Array
+  keep_draft_BxG: jax.Array  # bool: the action (meaningful where mask).
+  mask_BxG: jax.Array  # bool: a mismatch the scan reached, so the arbiter decided.
+
+
+def _top2_margin(logp_xV: jax.Array) -> jax.Array:
+  top2 = jax.lax.top_k(logp_xV, 2)[0]
+  return top2[..., 0] - top2[..., 1]
+
+
+def _entropy(logp_xV: jax.Array) -> jax.Array:
+  return -jnp.sum(jnp.exp(logp_xV) * jnp.where(jnp.isfinite(logp_xV), logp_xV, 0.0), axis=-1)
+
+
+def scalar_features(block: Block, lam_B: jax.Array) -> jax.Array:
+  """float32 [B, G, N_SCALAR_FEATURES] at each draft position, ordered as SCALAR_FEATURES."""
+  B, G = block.draft_tokens_BxG.shape
+  target_logp_BxGxV = jax.nn.log_softmax(block.target_logits_BxG1xV[:, :G].astype(jnp.float32), axis=-1)
+  draft_logp_BxGxV = jax.nn.log_softmax(block.draft_logits_BxGxV.astype(jnp.float32), axis=-1)
+  target_tok_BxGx1 = jnp.argmax(target_logp_BxGxV, axis=-1)[..., None]
+  draft_tok_BxGx1 = block.draft_tokens_BxG[..., None]
+  at = lambda logp, tok: jnp.take_along_axis(logp, tok, axis=-1)[..., 0]  # noqa: E731
+  floor = -30.0  # A token outside a warped support has log-prob -inf; the policy sees a large negative number.
+  block_pos_BxG = jnp.broadcast_to(jnp.arange(G, dtype=jnp.float32)[None, :] / G, (B, G))
+  answer_pos_BxG = (block.generated_B[:, None] + jnp.arange(G)[None, :]) / jnp.maximum(block.max_new_B, 1)[:, None]
+  columns = [
+      at(target_logp_BxGxV, draft_tok_BxGx1), at(target_logp_BxGxV, target_tok_BxGx1),
+      at(draft_logp_BxGxV, draft_tok_BxGx1), at(draft_logp_BxGxV, target_tok_BxGx1),
+      _entropy(target_logp_BxGxV), _entropy(draft_logp_BxGxV),
+      _top2_margin(target_logp_BxGxV), _top2_margin(draft_logp_BxGxV),
+      block_pos_BxG, answer_pos_BxG.astype(jnp.float32), jnp.broadcast_to(lam_B[:, None], (B, G)),
+  ]
+  return jnp.maximum(jnp.stack(columns, axis=-1), floor)
+
+
+class ArbiterPolicy(nn.Module):
+  """A small MLP: (scalar features, target hidden, draft hidden) -> logit of "keep the draft token"."""
+
+  hidden: int = 64  # Width of the MLP.
+  projection: int = 16  # Width each hidden state is projected to.
+
+  @nn.compact
+  def __call__(self, scalars_xF: jax.Array, target_hidden_xD: jax.Array, draft_hidden_xD: jax.Array) -> jax.Array:
+    x = jnp.concatenate([
+        scalars_xF.astype(jnp.float32),
+        nn.Dense(self.projection, name='target_projection')(target_hidden_xD.astype(jnp.float32)),
+        nn.Dense(self.projection, name='draft_projection')(draft_hidden_xD.astype(jnp.float32)),
+    ], axis=-1)
+    x = nn.gelu(nn.Dense(self.hidden)(x))
+    x = nn.gelu(nn.Dense(self.hidden)(x))
+    return nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.constant(-2.0))(x)[..., 0]
+
+
+def init_policy(policy: ArbiterPolicy, target_width: int, draft_width: int, rng: jax.Array) -> dict:
+  """Fresh policy parameters; the output layer starts at "keep the draft" with probability sigmoid(-2) = 12%."""
+  return policy.init(rng, jnp.zeros((1, N_SCALAR_FEATURES)), jnp.zeros((1, target_width)),
+                     jnp.zeros((1, draft_width)))['params']
+
+
+@dataclasses.dataclass(frozen=True)
+class CoSpec:
+  """The collaborative rule. `rule_params` = {'policy': ArbiterPolicy params, 'lam': float or [B] array}.
+
+  `base` is Exact (greedy) or RejectionSampling (at a rejection the arbiter may keep the draft instead of
+  resampling). `sample_actions` draws the arbiter's action (REINFORCE rollouts); otherwise it keeps the draft when
+  the logit is positive. With rule_params=None the arbiter always says "target" and the rule is `base`.
+  """
+
+  base: Any = Exact()
+  policy: ArbiterPolicy = ArbiterPolicy()
+  sample_actions: bool = False
+
+  @property
+  def sampler(self):
+    return self.base.sampler
+
+  def __call__(self, block: Block, rng: jax.Array, rule_params: Any = None) -> Verdict:
+    B, G = block.draft_tokens_BxG.shape
+    # The same split as the base rule's, so an arbiter that never keeps the draft reproduces it draw for draw.
+    accept_rng, correct_rng = jax.random.split(rng)
+    action_rng = jax.random.fold_in(rng, 1)
+    agree_BxG = self.base.accepts(block, accept_rng)
+    lam_B = (jnp.zeros((B,), jnp.float32) if rule_params is None else
+             jnp.broadcast_to(jnp.asarray(rule_params.get('lam', 0.0), jnp.float32), (B,)))
+    scalars_BxGxF = scalar_features(block, lam_B)
+    target_hidden_BxGxD = block.target_hidden_BxG1xD[:, :G]
+    if rule_params is None:
+      keep_BxG = jnp.zeros((B, G), bool)
+    else:
+      logit_BxG = self.policy.apply({'params': rule_params['policy']}, scalars_BxGxF, target_hidden_BxGxD,
+                                    block.draft_hidden_BxGxD)
+      keep_BxG = (jax.random.uniform(action_rng, (B, G)) < jax.nn.sigmoid(logit_BxG) if self.sample_actions else
+                  logit_BxG > 0)
+    n_B = leading_true_count(agree_BxG | keep_BxG)
+    # The arbiter decided at every mismatch up to and including the one where the scan stopped.
+    mask_BxG = ~agree_BxG & (jnp.arange(G)[None, :] <= n_B[:, None])
+    record = Decisions(scalars_BxGxF, target_hidden_BxGxD, block.draft_hidden_BxGxD, keep_BxG, mask_BxG)
+    return Verdict(n_B, self.base.correction(block, n_B, correct_rng), record,
+                   mismatches_B=jnp.sum(mask_BxG, axis=1), kept_at_mismatch_B=jnp.sum(mask_BxG & keep_BxG, axis=1))
+
+
+def keep_draft_logprob(policy: ArbiterPolicy, params: dict, decisions: Decisions) -> tuple[jax.Array, jax.Array]:
+  """log pi(action | features) and the policy's Bernoulli entropy at every recorded position (same shape as mask)."""
+  logit = policy.apply({'params': params}, decisions.scalars_BxGxF, decisions.target_hidden_BxGxD,
+                       decisions.draft_hidden_BxGxD)
+  log_keep, log_target = jax.nn.log_sigmoid(logit), jax.nn.log_sigmoid(-logit)
+  logprob = jnp.where(decisions.keep_draft_BxG, log_keep, log_target)
+  entropy = -(jnp.exp(log_keep) * log_keep + jnp.exp(log_target) * log_target)
+  return logprob, entropy

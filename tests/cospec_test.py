@@ -1,0 +1,131 @@
+"""CoSpec: an always-target arbiter is exact SPD; decision records hold exactly the mismatches; REINFORCE's
+gradient matches the analytic one on a two-armed problem."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cospec_jax.decoding import (ArbiterPolicy, CoSpec, DecodeSettings, Exact, RejectionSampling, Sampling,
+                                 SpeculativeDecoder)
+from cospec_jax.decoding.cospec import SCALAR_FEATURES, Decisions, init_policy
+from cospec_jax.models import apply
+from cospec_jax.train import reinforce
+from tests import helpers
+
+G = 3
+
+
+@pytest.fixture(scope='module')
+def pair():
+  return helpers.tiny_pair(noise=0.15)
+
+
+def _policy_params(config, bias):
+  """Policy params whose logit is `bias` everywhere: always keep the draft (> 0) or always the target (< 0)."""
+  params = init_policy(ArbiterPolicy(), config.d_model, config.d_model, jax.random.PRNGKey(0))
+  params = jax.tree_util.tree_map(jnp.zeros_like, params)
+  last = sorted(k for k in params if k.startswith('Dense_'))[-1]
+  params[last]['bias'] = jnp.full_like(params[last]['bias'], bias)
+  return params
+
+
+@pytest.mark.parametrize('rule_params', ['none', 'always_target'])
+def test_always_target_arbiter_is_exact_spd(pair, rule_params):
+  tc, tp, dc, dp = pair
+  prompts = helpers.ragged_prompts(4, tc.vocab_size, seed=2)
+  settings = DecodeSettings(max_new_tokens=20, eos_ids=(5,))
+  expected = SpeculativeDecoder(tc, dc, Exact(), G, settings).generate(tp, dp, prompts)
+  params = None if rule_params == 'none' else {'policy': _policy_params(tc, -50.0), 'lam': 0.5}
+  got = SpeculativeDecoder(tc, dc, CoSpec(Exact()), G, settings, max_decisions=32).generate(
+      tp, dp, prompts, rule_params=params)
+  for e, g in zip(expected.completions(), got.completions()):
+    np.testing.assert_array_equal(g, e)
+  e_stats, g_stats = jax.device_get((expected.stats, got.stats))
+  np.testing.assert_array_equal(g_stats.mismatches_B, e_stats.mismatches_B)
+  np.testing.assert_array_equal(g_stats.kept_at_mismatch_B, 0)
+  assert e_stats.mismatches_B.sum() > 0
+  # One decision per block that ended at a mismatch, each saying "target".
+  np.testing.assert_array_equal(got.n_records_B, e_stats.mismatches_B)
+  records = jax.device_get(got.records)
+  np.testing.assert_array_equal(records.mask_BxG.sum(1), e_stats.mismatches_B)
+  assert not np.any(records.keep_draft_BxG & records.mask_BxG)
+
+
+def test_always_keep_records_exactly_the_mismatches(pair):
+  """Keeping every draft token, the committed text is blocks of G draft tokens plus a bonus; the recorded decisions
+  are exactly the draft positions where the target's argmax (recomputed by a full forward pass) differs."""
+  tc, tp, dc, dp = pair
+  prompts = helpers.ragged_prompts(3, tc.vocab_size, seed=4, low=3)
+  n_new = 4 * (G + 1)  # Whole blocks only, so nothing recorded is cut off by the budget.
+  decoder = SpeculativeDecoder(tc, dc, CoSpec(Exact()), G, DecodeSettings(max_new_tokens=n_new), max_decisions=64)
+  gen = decoder.generate(tp, dp, prompts, rule_params={'policy': _policy_params(tc, 50.0), 'lam': 0.0})
+  stats, records = jax.device_get((gen.stats, gen.records))
+  np.testing.assert_array_equal(stats.accepted_B, 4 * G)
+  for b, (prompt, completion) in enumerate(zip(prompts, gen.completions())):
+    seq = jnp.asarray([list(prompt) + completion.tolist()])
+    target_next = np.asarray(jnp.argmax(apply(tc, tp, seq, jnp.arange(seq.shape[1])[None, :])[0][0], -1))
+    expected = [j for j in range(n_new) if j % (G + 1) != G and completion[j] != target_next[len(prompt) + j - 1]]
+    assert len(expected) > 0
+    assert stats.mismatches_B[b] == stats.kept_at_mismatch_B[b] == len(expected) == gen.n_records_B[b]
+    # The recorded features say the same: the draft token is not the target's choice there.
+    i = SCALAR_FEATURES.index
+    filled = records.scalars_BxGxF[b][records.mask_BxG[b]]
+    assert np.all(filled[:, i('target_logp_draft')] < filled[:, i('target_logp_target')])
+
+
+def test_sampling_base_with_always_target_is_rejection_sampling(pair):
+  """At a rejection the arbiter may keep the draft; when it never does, CoSpec is rejection sampling, draw for draw."""
+  tc, tp, dc, dp = pair
+  prompts = [[7, 8, 9]] * 6
+  settings = DecodeSettings(max_new_tokens=10)
+  base = RejectionSampling(Sampling(0.9))
+  rng = jax.random.PRNGKey(3)
+  expected = SpeculativeDecoder(tc, dc, base, G, settings).generate(tp, dp, prompts, rng)
+  params = {'policy': _policy_params(tc, -50.0), 'lam': 0.0}
+  got = SpeculativeDecoder(tc, dc, CoSpec(base, sample_actions=True), G, settings).generate(
+      tp, dp, prompts, rng, rule_params=params)
+  for e, g in zip(expected.completions(), got.completions()):
+    np.testing.assert_array_equal(g, e)
+  assert len({tuple(c) for c in got.completions()}) > 1  # Rows drew different samples.
+  # Always keeping instead: every rejection is overruled, so all drafted tokens are accepted.
+  keep = SpeculativeDecoder(tc, dc, CoSpec(base, sample_actions=True), G, settings).generate(
+      tp, dp, prompts, rng, rule_params={'policy': _policy_params(tc, 50.0), 'lam': 0.0})
+  st = jax.device_get(keep.stats)
+  assert st.kept_at_mismatch_B.sum() == st.mismatches_B.sum() > 0
+  np.testing.assert_array_equal(st.accepted_B, 8)  # Blocks of 3 drafts + a bonus: 3 + 3 + the 2 left of 10.
+
+
+def test_reinforce_gradient_matches_analytic_on_two_arms():
+  """One decision per rollout; reward 1 for "keep draft", 0.2 for "target". E[reward] = 0.2 + 0.8 * sigmoid(z)."""
+  policy = ArbiterPolicy(hidden=8, projection=2)
+  params = init_policy(policy, 3, 2, jax.random.PRNGKey(1))
+  params = jax.tree_util.tree_map(lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(2), x.shape), params)
+  scalars_1x1xF = jnp.linspace(-1, 1, len(SCALAR_FEATURES))[None, None]
+  th, dh = jnp.ones((1, 1, 3)), -jnp.ones((1, 1, 2))
+
+  def keep_prob(p):
+    return jax.nn.sigmoid(policy.apply({'params': p}, scalars_1x1xF, th, dh))[0, 0]
+
+  analytic = jax.grad(lambda p: 0.2 + 0.8 * keep_prob(p))(params)
+  P, K = 1000, 40
+  keep_PxK = jax.random.uniform(jax.random.PRNGKey(3), (P, K)) < keep_prob(params)
+  rewards_PxK = jnp.where(keep_PxK, 1.0, 0.2)
+  advantages = reinforce.leave_one_out_advantages(rewards_PxK).reshape(-1)
+  B = P * K
+  decisions = Decisions(jnp.broadcast_to(scalars_1x1xF, (B, 1, len(SCALAR_FEATURES))), jnp.broadcast_to(th, (B, 1, 3)),
+                        jnp.broadcast_to(dh, (B, 1, 2)), keep_PxK.reshape(B, 1), jnp.ones((B, 1), bool))
+  grads = jax.grad(lambda p: -reinforce.reinforce_loss(p, policy, decisions, advantages, 0.0)[0])(params)
+  flat_a = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(analytic)])
+  flat_g = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(grads)])
+  # The leave-one-out baseline does not depend on a rollout's own action, so the estimate is unbiased.
+  cosine = jnp.dot(flat_a, flat_g) / (jnp.linalg.norm(flat_a) * jnp.linalg.norm(flat_g))
+  assert cosine > 0.99, cosine
+  np.testing.assert_allclose(jnp.linalg.norm(flat_g), jnp.linalg.norm(flat_a), rtol=0.05)
+
+
+def test_leave_one_out_needs_two_rollouts():
+  with pytest.raises(ValueError, match='K=1'):
+    reinforce.leave_one_out_advantages(jnp.ones((3, 1)))
+  np.testing.assert_allclose(reinforce.leave_one_out_advantages(jnp.array([[1.0, 0.0, 0.0]])),
+                             [[1.0, -0.5, -0.5]])
