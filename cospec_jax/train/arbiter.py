@@ -1,0 +1,156 @@
+"""Training the CoSpec arbiter with REINFORCE on a frozen draft/target pair, and evaluating it.
+
+Each step draws P training prompts (a pure function of (seed, step)), gives each a `lam` from `config.rl.lams`, and
+decodes K rollouts of each with the stochastic policy in one compiled call. Reward = final-answer correctness +
+lam * (tokens per target call) / (gamma + 1). A leave-one-out baseline within each prompt's K rollouts gives the
+advantages; the update is `reinforce.make_update`. Policy, optimizer state, step and RNG are checkpointed with orbax,
+so a killed run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from cospec_jax.decoding import CoSpec, DecodeSettings, Exact, SpeculativeDecoder
+from cospec_jax.decoding.cospec import ArbiterPolicy, init_policy
+from cospec_jax.models import load_hf_checkpoint
+from cospec_jax.tasks import answers
+from cospec_jax.train import data as data_lib
+from cospec_jax.train import reinforce, trainer
+from cospec_jax.train.checkpoint import Checkpointer, abstract
+
+
+@flax.struct.dataclass
+class ArbiterState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # uint32 key data.
+
+
+def load_pair(config: ml_collections.ConfigDict):
+  """(target, draft) as (ModelConfig, params) from the trainers' Hugging Face exports."""
+  return tuple(load_hf_checkpoint(os.path.join(d, 'hf')) for d in (config.pair.target_workdir,
+                                                                    config.pair.draft_workdir))
+
+
+def decoder_for(target, draft, config: ml_collections.ConfigDict, tokenizer, sample_actions: bool,
+                max_decisions: int = 0) -> SpeculativeDecoder:
+  policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
+  return SpeculativeDecoder(
+      target[0], draft[0], CoSpec(Exact(), policy, sample_actions), config.rl.gamma,
+      DecodeSettings(max_new_tokens=config.rl.max_new_tokens, eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id),
+      max_decisions=max_decisions)
+
+
+def rewards(generation, problems, tokenizer, lam_B: np.ndarray, gamma: int) -> tuple[np.ndarray, np.ndarray]:
+  """(reward_B, correct_B) on the host."""
+  correct_B = np.array([answers.is_correct(tokenizer.decode(c), p['answer'])
+                        for c, p in zip(generation.completions(), problems)], np.float32)
+  st = jax.device_get(generation.stats)
+  tau_B = st.generated_B / np.maximum(st.target_calls_B, 1)
+  return correct_B + lam_B * tau_B / (gamma + 1), correct_B
+
+
+def make_optimizer(rl: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  return optax.chain(optax.clip_by_global_norm(rl.grad_clip), optax.adam(rl.learning_rate))
+
+
+def initial_state(config: ml_collections.ConfigDict, target, draft) -> ArbiterState:
+  policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
+  params = init_policy(policy, target[0].d_model, draft[0].d_model, jax.random.PRNGKey(config.seed))
+  return ArbiterState(jnp.zeros((), jnp.int32), params, make_optimizer(config.rl).init(params),
+                      jax.random.key_data(jax.random.PRNGKey(config.seed + 1)))
+
+
+def restore_state(config: ml_collections.ConfigDict, workdir: str, step=None) -> ArbiterState:
+  """The checkpointed arbiter state of `workdir` (the latest step by default)."""
+  target, draft = load_pair(config)
+  abstract_state = jax.eval_shape(lambda: initial_state(config, target, draft))
+  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), config.rl.save_every, config.rl.keep)
+  try:
+    return checkpointer.restore(abstract_state, step)[1]
+  finally:
+    checkpointer.close()
+
+
+def train_arbiter(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs REINFORCE to config.rl.steps (resuming from workdir/checkpoints); returns the last metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  rl = config.rl
+  target, draft = load_pair(config)
+  tokenizer, splits = trainer.load_task(config.data, workdir)
+  train_problems = splits['train']
+  decoder = decoder_for(target, draft, config, tokenizer, sample_actions=True, max_decisions=rl.max_decisions)
+  optimizer = make_optimizer(rl)
+  update = reinforce.make_update(decoder.rule.policy, optimizer, rl.entropy_coef)
+  state = initial_state(config, target, draft)
+  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), rl.save_every, rl.keep)
+  if checkpointer.latest_step() is not None:
+    _, state = checkpointer.restore(abstract(state), None if rl.restore_step < 0 else rl.restore_step)
+  start = int(state.step)
+  writer = trainer.MetricsWriter(workdir, start)
+  P, K = rl.prompts_per_step, rl.rollouts_per_prompt
+  lams = np.asarray(rl.lams, np.float32)
+  last = {}
+  t0 = time.time()
+  for step in tqdm.trange(start, rl.steps, initial=start, total=rl.steps, desc='arbiter', disable=not rl.progress_bar,
+                          mininterval=2.0):
+    picker = np.random.default_rng([config.seed, step])
+    chosen = [train_problems[i] for i in picker.integers(0, len(train_problems), P)]
+    lam_B = np.repeat(lams[picker.integers(0, len(lams), P)], K)
+    problems = [p for p in chosen for _ in range(K)]
+    prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
+    generation = decoder.generate(target[1], draft[1], prompts, rng,
+                                  rule_params={'policy': state.params, 'lam': jnp.asarray(lam_B)})
+    reward_B, correct_B = rewards(generation, problems, tokenizer, lam_B, rl.gamma)
+    advantages_B = reinforce.leave_one_out_advantages(jnp.asarray(reward_B).reshape(P, K)).reshape(-1)
+    params, opt_state, metrics = update(state.params, state.opt_state, generation.records, advantages_B)
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    st = jax.device_get(generation.stats)
+    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    last.update(reward=float(reward_B.mean()), accuracy=float(correct_B.mean()),
+                tokens_per_target_call=float(st.generated_B.sum() / max(st.target_calls_B.sum(), 1)),
+                draft_kept_at_mismatch=float(st.kept_at_mismatch_B.sum() / max(st.mismatches_B.sum(), 1)),
+                records_dropped=float(np.maximum(np.asarray(generation.n_records_B) - rl.max_decisions, 0).sum()))
+    writer.write(step + 1, last)
+    checkpointer.save(step + 1, state)
+  checkpointer.save(int(state.step), state, force=True)
+  checkpointer.wait()
+  checkpointer.close()
+  writer.close()
+  print(f'arbiter: step {int(state.step)}, {time.time() - t0:.0f} s, last {last}')
+  return last
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, policy_params, lams, problems) -> list[dict]:
+  """Greedy decoding of `problems` with the deterministic arbiter at each lam, and with none (exact SPD)."""
+  target, draft = load_pair(config)
+  tokenizer = trainer.task_from_config(config.data)[1]
+  decoder = decoder_for(target, draft, config, tokenizer, sample_actions=False)
+  rows = []
+  for lam in [None] + list(lams):
+    rule_params = None if lam is None else {'policy': policy_params, 'lam': float(lam)}
+    correct, generated, calls = [], 0, 0
+    for start in range(0, len(problems), config.eval.batch_size):
+      chunk = problems[start:start + config.eval.batch_size]
+      prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in chunk]
+      gen = decoder.generate(target[1], draft[1], prompts, rule_params=rule_params)
+      correct += [answers.is_correct(tokenizer.decode(c), p['answer']) for c, p in zip(gen.completions(), chunk)]
+      st = jax.device_get(gen.stats)
+      generated, calls = generated + int(st.generated_B.sum()), calls + int(st.target_calls_B.sum())
+    rows.append({'method': 'spd_exact' if lam is None else f'cospec_lam{lam:g}', 'lam': lam,
+                 'accuracy': float(np.mean(correct)), 'correct': [bool(c) for c in correct],
+                 'tokens_per_target_call': generated / max(calls, 1)})
+  return rows
