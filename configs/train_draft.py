@@ -16,14 +16,5 @@ from cospec_jax.train import defaults
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the real run, 'smoke' for a seconds-long version of the same thing."""
-  smoke = arg == 'smoke'
-  config = ml_collections.ConfigDict()
-  config.job = 'train'  # What cospec_jax.main runs.
-  config.name = 'draft'
-  config.seed = 2  # Init and batch order.
-  config.data = defaults.arithmetic_data(smoke)
-  config.model = defaults.lm_config(smoke, d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=32,
-                                    ffw_dim=192)
-  config.train = defaults.train_config(smoke)
-  config.eval = defaults.eval_config(smoke)
-  return config
+  return defaults.supervised_config('draft', seed=2, smoke=arg == 'smoke',
+                                    d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=32, ffw_dim=192)

@@ -62,3 +62,16 @@ def eval_config(smoke: bool) -> ml_collections.ConfigDict:
       batch_size=32 if smoke else 100,  # Rows per decode call.
       max_new_tokens=64,  # Solution length cap.
   ))
+
+
+def supervised_config(name: str, seed: int, smoke: bool, **model) -> ml_collections.ConfigDict:
+  """A whole config for `cospec_jax.main`'s 'train' job on the arithmetic task; `model` sets the LM's shape."""
+  config = ml_collections.ConfigDict()
+  config.job = 'train'  # What cospec_jax.main runs.
+  config.name = name  # Shown in logs and eval.json.
+  config.seed = seed  # Init and batch order.
+  config.data = arithmetic_data(smoke)
+  config.model = lm_config(smoke, **model)
+  config.train = train_config(smoke)
+  config.eval = eval_config(smoke)
+  return config
