@@ -28,13 +28,7 @@ def _decode_all(model: ModelConfig, params, prompts: Sequence[Sequence[int]], to
                 max_new_tokens: int, batch_size: int) -> list[list[int]]:
   decoder = AutoregressiveDecoder(model, settings=DecodeSettings(
       max_new_tokens=max_new_tokens, eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id))
-  out = []
-  for start in range(0, len(prompts), batch_size):
-    chunk = list(prompts[start:start + batch_size])
-    n = len(chunk)
-    chunk += [chunk[-1]] * (batch_size - n)  # One compiled shape per prompt bucket.
-    out += [c.tolist() for c in decoder.generate(params, chunk).completions()[:n]]
-  return out
+  return decoder.generate_in_batches(params, prompts, batch_size)
 
 
 def _draft_choices(model: ModelConfig, params, sequences: Sequence[Sequence[int]], pad_id: int,

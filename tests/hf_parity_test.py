@@ -14,7 +14,7 @@ torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
 from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, Exact, SpeculativeDecoder  # noqa: E402
-from cospec_jax.models import (ModelConfig, RopeScaling, apply, init_params, load_hf_checkpoint,  # noqa: E402
+from cospec_jax.models import (RopeScaling, apply, init_params, load_hf_checkpoint,  # noqa: E402
                                save_hf_checkpoint)
 from tests import helpers  # noqa: E402
 

@@ -1,6 +1,5 @@
 """Speculative rejection sampling reproduces the target's (warped) distribution: chi-square tests over many seeds."""
 
-import itertools
 
 import jax
 import jax.numpy as jnp

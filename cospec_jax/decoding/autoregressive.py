@@ -8,7 +8,6 @@ from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.sampling import Greedy, Sampler
@@ -110,10 +109,13 @@ class AutoregressiveDecoder:
     rng = jax.random.PRNGKey(0) if rng is None else rng
     return self(params, jnp.asarray(tokens_BxP), jnp.asarray(lengths_B), rng)
 
-
-def to_numpy(generation: Generation) -> dict[str, np.ndarray]:
-  """The generation's arrays on the host, by name (tokens, lengths and every stats counter)."""
-  g = jax.device_get(generation)
-  out = {'tokens': g.tokens_BxT, 'prompt_lengths': g.prompt_lengths_B, 'lengths': g.lengths_B}
-  out.update({f.removesuffix('_B'): v for f, v in vars(g.stats).items() if f.endswith('_B')})
-  return out
+  def generate_in_batches(self, params, prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Greedy/sampled completions of any number of prompts, `batch_size` rows per compiled call (the last chunk is
+    padded with copies, so every call has the same shape). Returns one token list per prompt."""
+    out = []
+    for start in range(0, len(prompts), batch_size):
+      chunk = list(prompts[start:start + batch_size])
+      n = len(chunk)
+      chunk += [chunk[-1]] * (batch_size - n)
+      out += [c.tolist() for c in self.generate(params, chunk).completions()[:n]]
+    return out

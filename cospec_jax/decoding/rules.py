@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from cospec_jax.decoding.sampling import Greedy, Sampling
+from cospec_jax.decoding.state import gather_B
 
 
 @flax.struct.dataclass
@@ -52,12 +53,6 @@ class Verdict:
   kept_at_mismatch_B: Optional[jax.Array] = None  # Of those, the draft tokens kept anyway; default 0.
 
 
-def take_B(x_BxN: jax.Array, index_B: jax.Array) -> jax.Array:
-  """x_BxN[b, index_B[b]] for each row (also with trailing axes)."""
-  index = index_B.reshape(index_B.shape + (1,) * (x_BxN.ndim - 1))
-  return jnp.take_along_axis(x_BxN, index, axis=1)[:, 0]
-
-
 def leading_true_count(ok_BxG: jax.Array) -> jax.Array:
   """Length of the all-True prefix of each row: the number of draft tokens a left-to-right scan keeps."""
   return jnp.sum(jnp.cumprod(ok_BxG.astype(jnp.int32), axis=1), axis=1).astype(jnp.int32)
@@ -78,7 +73,7 @@ class Exact:
   def correction(self, block: Block, n_B: jax.Array, rng: jax.Array) -> jax.Array:
     """int32 [B]: the target's argmax at position n (a correction, or the bonus when n == G)."""
     del rng
-    return jnp.argmax(take_B(block.target_logits_BxG1xV, n_B), axis=-1).astype(jnp.int32)
+    return jnp.argmax(gather_B(block.target_logits_BxG1xV, n_B), axis=-1).astype(jnp.int32)
 
   def __call__(self, block: Block, rng: jax.Array, rule_params: Any = None) -> Verdict:
     del rule_params
@@ -109,9 +104,9 @@ class RejectionSampling:
 
   def correction(self, block: Block, n_B: jax.Array, rng: jax.Array) -> jax.Array:
     """int32 [B]: a draw from normalize(max(0, p - q)) at position n, or from p when n == G."""
-    p_BxV = self.sampler.probs(take_B(block.target_logits_BxG1xV, n_B))
+    p_BxV = self.sampler.probs(gather_B(block.target_logits_BxG1xV, n_B))
     G = block.draft_tokens_BxG.shape[1]
-    q_BxV = self.sampler.probs(take_B(block.draft_logits_BxGxV, jnp.minimum(n_B, G - 1)))
+    q_BxV = self.sampler.probs(gather_B(block.draft_logits_BxGxV, jnp.minimum(n_B, G - 1)))
     q_BxV = jnp.where((n_B < G)[:, None], q_BxV, 0.0)  # No draft distribution after the block: the bonus is p.
     residual_BxV = jnp.maximum(p_BxV - q_BxV, 0.0)
     # p == q leaves no residual mass; a rejection then has probability 0, so any choice is exact; use p.

@@ -27,7 +27,7 @@ from cospec_jax.models import load_hf_checkpoint
 from cospec_jax.tasks import answers
 from cospec_jax.train import data as data_lib
 from cospec_jax.train import reinforce, trainer
-from cospec_jax.train.checkpoint import Checkpointer, abstract
+from cospec_jax.train.checkpoint import Checkpointer, abstract, restore_once
 
 
 @flax.struct.dataclass
@@ -77,11 +77,7 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str, step=None) ->
   """The checkpointed arbiter state of `workdir` (the latest step by default)."""
   target, draft = load_pair(config)
   abstract_state = jax.eval_shape(lambda: initial_state(config, target, draft))
-  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), config.rl.save_every, config.rl.keep)
-  try:
-    return checkpointer.restore(abstract_state, step)[1]
-  finally:
-    checkpointer.close()
+  return restore_once(os.path.join(workdir, 'checkpoints'), abstract_state, step)
 
 
 def train_arbiter(config: ml_collections.ConfigDict, workdir: str) -> dict:

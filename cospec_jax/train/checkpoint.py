@@ -70,3 +70,12 @@ class Checkpointer:
 def abstract(tree: Any) -> Any:
   """ShapeDtypeStructs of `tree`, the form restore wants."""
   return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def restore_once(directory: str, abstract_state: Any, step: Optional[int] = None) -> Any:
+  """Opens `directory`, restores `step` (default: the latest) into `abstract_state`'s structure, closes it."""
+  checkpointer = Checkpointer(directory, save_every=1, keep=1)
+  try:
+    return checkpointer.restore(abstract_state, step)[1]
+  finally:
+    checkpointer.close()

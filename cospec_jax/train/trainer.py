@@ -25,7 +25,7 @@ from cospec_jax.models import ModelConfig, config as config_lib, init_params, sa
 from cospec_jax.tasks import answers, arithmetic
 from cospec_jax.tasks.tokenizer import CharTokenizer, Tokenizer
 from cospec_jax.train import data as data_lib
-from cospec_jax.train.checkpoint import Checkpointer, abstract
+from cospec_jax.train.checkpoint import Checkpointer, abstract, restore_once
 
 
 @flax.struct.dataclass
@@ -148,13 +148,9 @@ def greedy_accuracy(model: ModelConfig, params, tokenizer: Tokenizer, problems: 
   from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings
   decoder = AutoregressiveDecoder(model, settings=DecodeSettings(
       max_new_tokens=max_new_tokens, eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id))
-  correct = []
-  for start in range(0, len(problems), batch_size):
-    chunk = problems[start:start + batch_size]
-    prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in chunk]
-    prompts += [prompts[-1]] * (batch_size - len(prompts))  # One compiled shape for every chunk.
-    completions = decoder.generate(params, prompts).completions()
-    correct += [answers.is_correct(tokenizer.decode(c), p['answer']) for c, p in zip(completions, chunk)]
+  prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
+  completions = decoder.generate_in_batches(params, prompts, batch_size)
+  correct = [answers.is_correct(tokenizer.decode(c), p['answer']) for c, p in zip(completions, problems)]
   n = len(correct)
   return {'accuracy': float(np.mean(correct)) if n else 0.0, 'correct': int(np.sum(correct)), 'total': n,
           'per_problem': [bool(c) for c in correct]}
@@ -234,9 +230,4 @@ def restore_params(workdir: str, config: ml_collections.ConfigDict, step: Option
   model = config_lib.from_dict(config.model.to_dict())
   optimizer = make_optimizer(config.train)
   abstract_state = jax.eval_shape(lambda: init_state(model, optimizer, config.seed))
-  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), config.train.save_every, config.train.keep)
-  try:
-    _, state = checkpointer.restore(abstract_state, step)
-  finally:
-    checkpointer.close()
-  return model, state.params
+  return model, restore_once(os.path.join(workdir, 'checkpoints'), abstract_state, step).params
