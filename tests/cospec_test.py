@@ -1,4 +1,4 @@
-"""CoSpec: an always-target arbiter is exact SPD; decision records hold exactly the mismatches; REINFORCE's
+"""CoSpec and the relaxed rules: an always-target arbiter is exact SPD; decision records hold exactly the mismatches; REINFORCE's
 gradient matches the analytic one on a two-armed problem."""
 
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cospec_jax.decoding import (ArbiterPolicy, CoSpec, DecodeSettings, Exact, RejectionSampling, Sampling,
-                                 SpeculativeDecoder)
+                                 SpeculativeDecoder, Threshold, TopK, make_rule)
 from cospec_jax.decoding.cospec import SCALAR_FEATURES, Decisions, init_policy
 from cospec_jax.models import apply
 from cospec_jax.train import reinforce
@@ -129,3 +129,29 @@ def test_leave_one_out_needs_two_rollouts():
     reinforce.leave_one_out_advantages(jnp.ones((3, 1)))
   np.testing.assert_allclose(reinforce.leave_one_out_advantages(jnp.array([[1.0, 0.0, 0.0]])),
                              [[1.0, -0.5, -0.5]])
+
+
+@pytest.mark.parametrize('rule, lossless', [
+    (TopK(1), True), (TopK(3), False), (Threshold(1.0, 1.0), True), (Threshold(0.3, 0.01), False)])
+def test_relaxed_rules(pair, rule, lossless):
+  """top-1 and an unreachable confidence are exact SPD; looser settings keep draft tokens the target rejects."""
+  tc, tp, dc, dp = pair
+  prompts = helpers.ragged_prompts(4, tc.vocab_size, seed=6)
+  settings = DecodeSettings(max_new_tokens=20)
+  exact = SpeculativeDecoder(tc, dc, Exact(), G, settings).generate(tp, dp, prompts)
+  got = SpeculativeDecoder(tc, dc, rule, G, settings).generate(tp, dp, prompts)
+  st = jax.device_get(got.stats)
+  same = all(np.array_equal(a, b) for a, b in zip(exact.completions(), got.completions()))
+  if lossless:
+    assert same and st.kept_at_mismatch_B.sum() == 0
+  else:
+    assert st.kept_at_mismatch_B.sum() > 0 and not same
+
+
+def test_rules_by_name():
+  assert isinstance(make_rule('topk', k=2), TopK)
+  assert isinstance(make_rule('threshold'), Threshold)
+  with pytest.raises(ValueError, match="'fly'"):
+    make_rule('fly')
+  with pytest.raises(ValueError, match='k=0'):
+    TopK(0)

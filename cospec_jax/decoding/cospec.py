@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cospec_jax.decoding.rules import Block, Exact, Verdict, leading_true_count
+from cospec_jax.decoding.rules import Block, Exact, Verdict, scan_with_overrides
 
 SCALAR_FEATURES = ('target_logp_draft', 'target_logp_target', 'draft_logp_draft', 'draft_logp_target',
                    'target_entropy', 'draft_entropy', 'target_margin', 'draft_margin', 'block_position',
@@ -114,10 +114,7 @@ class CoSpec:
 
   def __call__(self, block: Block, rng: jax.Array, rule_params: Any = None) -> Verdict:
     B, G = block.draft_tokens_BxG.shape
-    # The same split as the base rule's, so an arbiter that never keeps the draft reproduces it draw for draw.
-    accept_rng, correct_rng = jax.random.split(rng)
-    action_rng = jax.random.fold_in(rng, 1)
-    agree_BxG = self.base.accepts(block, accept_rng)
+    action_rng = jax.random.fold_in(rng, 1)  # Independent of the base rule's draws, which use `rng` itself.
     lam_B = (jnp.zeros((B,), jnp.float32) if rule_params is None else
              jnp.broadcast_to(jnp.asarray(rule_params.get('lam', 0.0), jnp.float32), (B,)))
     scalars_BxGxF = scalar_features(block, lam_B)
@@ -129,12 +126,10 @@ class CoSpec:
                                     block.draft_hidden_BxGxD)
       keep_BxG = (jax.random.uniform(action_rng, (B, G)) < jax.nn.sigmoid(logit_BxG) if self.sample_actions else
                   logit_BxG > 0)
-    n_B = leading_true_count(agree_BxG | keep_BxG)
     # The arbiter decided at every mismatch up to and including the one where the scan stopped.
-    mask_BxG = ~agree_BxG & (jnp.arange(G)[None, :] <= n_B[:, None])
-    record = Decisions(scalars_BxGxF, target_hidden_BxGxD, block.draft_hidden_BxGxD, keep_BxG, mask_BxG)
-    return Verdict(n_B, self.base.correction(block, n_B, correct_rng), record,
-                   mismatches_B=jnp.sum(mask_BxG, axis=1), kept_at_mismatch_B=jnp.sum(mask_BxG & keep_BxG, axis=1))
+    verdict, decided_BxG = scan_with_overrides(self.base, block, rng, keep_BxG)
+    return verdict.replace(record=Decisions(scalars_BxGxF, target_hidden_BxGxD, block.draft_hidden_BxGxD, keep_BxG,
+                                            decided_BxG))
 
 
 def keep_draft_logprob(policy: ArbiterPolicy, params: dict, decisions: Decisions) -> tuple[jax.Array, jax.Array]:

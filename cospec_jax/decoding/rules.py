@@ -58,6 +58,22 @@ def leading_true_count(ok_BxG: jax.Array) -> jax.Array:
   return jnp.sum(jnp.cumprod(ok_BxG.astype(jnp.int32), axis=1), axis=1).astype(jnp.int32)
 
 
+def scan_with_overrides(base, block: Block, rng: jax.Array, keep_BxG: jax.Array) -> tuple[Verdict, jax.Array]:
+  """The scan every relaxed rule shares: keep draft token i when `base` accepts it or `keep_BxG` overrides the
+  rejection; stop at the first token neither keeps, with the base's correction there.
+
+  Returns the verdict and decided_BxG: the rejected positions the scan reached (where an override was considered).
+  With keep_BxG all False this is `base` draw for draw (the same key split).
+  """
+  accept_rng, correct_rng = jax.random.split(rng)
+  agree_BxG = base.accepts(block, accept_rng)
+  n_B = leading_true_count(agree_BxG | keep_BxG)
+  decided_BxG = ~agree_BxG & (jnp.arange(agree_BxG.shape[1])[None, :] <= n_B[:, None])
+  verdict = Verdict(n_B, base.correction(block, n_B, correct_rng), mismatches_B=jnp.sum(decided_BxG, axis=1),
+                    kept_at_mismatch_B=jnp.sum(decided_BxG & keep_BxG, axis=1))
+  return verdict, decided_BxG
+
+
 @dataclasses.dataclass(frozen=True)
 class Exact:
   """Greedy speculative decoding: keep draft tokens while they equal the target's argmax. Lossless."""
@@ -121,8 +137,9 @@ class RejectionSampling:
 
 
 def _register():
-  from cospec_jax.decoding import cospec  # The learned rule lives in its own module.
-  return {'exact': Exact, 'rejection_sampling': RejectionSampling, 'cospec': cospec.CoSpec}
+  from cospec_jax.decoding import cospec, relaxed  # Rules built on these live in their own modules.
+  return {'exact': Exact, 'rejection_sampling': RejectionSampling, 'topk': relaxed.TopK,
+          'threshold': relaxed.Threshold, 'cospec': cospec.CoSpec}
 
 
 def make_rule(name: str, **kwargs):
