@@ -36,10 +36,12 @@ def shared_backbone_pair(target: ModelConfig, draft: ModelConfig, rng: jax.Array
   Both models' blocks are initialised at their configs' `initializer_range`; the embedding and the output head are
   one shared draw at `backbone_std` (the draft's width, zero-padded to the target's).
   """
-  if target.d_model < draft.d_model or target.vocab_size != draft.vocab_size or draft.tie_embeddings:
-    raise ValueError('shared_backbone_pair needs target.d_model >= draft.d_model, equal vocabularies and an untied '
-                     f'draft; got d_model {target.d_model} vs {draft.d_model}, vocab {target.vocab_size} vs '
-                     f'{draft.vocab_size}, draft.tie_embeddings={draft.tie_embeddings}.')
+  if (target.d_model < draft.d_model or target.vocab_size != draft.vocab_size or draft.tie_embeddings or
+      target.tie_embeddings):
+    raise ValueError('shared_backbone_pair needs target.d_model >= draft.d_model, equal vocabularies and untied '
+                     f'heads; got d_model {target.d_model} vs {draft.d_model}, vocab {target.vocab_size} vs '
+                     f'{draft.vocab_size}, tie_embeddings {target.tie_embeddings} (target), '
+                     f'{draft.tie_embeddings} (draft).')
   target_rng, draft_rng, embed_rng, head_rng = jax.random.split(rng, 4)
   target_params, draft_params = init_params(target, target_rng), init_params(draft, draft_rng)
   V, D, pad = draft.vocab_size, draft.d_model, target.d_model - draft.d_model
@@ -50,8 +52,6 @@ def shared_backbone_pair(target: ModelConfig, draft: ModelConfig, rng: jax.Array
   target_params['embed_tokens'] = {'embedding': jnp.pad(embed_VxD, ((0, 0), (0, pad))).astype(target.jnp_param_dtype)}
   # The padded width carries nothing, so the target's final norm must not read it as signal: zero its scale there.
   target_params['norm'] = {'weight': jnp.pad(jnp.ones((D,), target.jnp_param_dtype), (0, pad))}
-  if target.tie_embeddings:
-    raise ValueError('shared_backbone_pair needs an untied target head.')
   target_params['lm_head'] = {'kernel': jnp.pad(head_DxV, ((0, pad), (0, 0))).astype(target.jnp_param_dtype)}
   return target_params, draft_params
 
@@ -104,29 +104,32 @@ def _prompts(batch_size: int, length: int, vocab_size: int, seed: int):
   return [rs.randint(3, vocab_size, length).tolist() for _ in range(batch_size)]
 
 
-def hf_assisted(tc, tp, dc, dp, prompt, max_new_tokens: int, gamma: int, repeats: int, workdir: str) -> dict:
-  """Tokens/s of Hugging Face target-only greedy generation and assisted generation on the exported pair."""
-  import torch  # Only the benchmark's HF comparison needs torch.
-  import transformers
-  paths = {}
+def export_to_hf(tc, tp, dc, dp, workdir: str):
+  """The pair exported (float32) and loaded in Hugging Face transformers: (target, draft) torch models."""
+  import transformers  # Only the benchmark's HF comparison needs torch and transformers.
+  models = []
   for name, c, p in (('target', tc, tp), ('draft', dc, dp)):
-    paths[name] = os.path.join(workdir, f'hf_{name}')
-    save_hf_checkpoint(paths[name], c.replace(dtype='float32', param_dtype='float32'),
-                       jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), p), overwrite=True)
-  target = transformers.AutoModelForCausalLM.from_pretrained(paths['target']).eval()
-  draft = transformers.AutoModelForCausalLM.from_pretrained(paths['draft']).eval()
-  draft.generation_config.num_assistant_tokens = gamma
-  draft.generation_config.num_assistant_tokens_schedule = 'constant'
-  draft.generation_config.assistant_confidence_threshold = 0.0
+    path = save_hf_checkpoint(os.path.join(workdir, f'hf_{name}'), c.replace(dtype='float32', param_dtype='float32'),
+                              jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), p), overwrite=True)
+    models.append(transformers.AutoModelForCausalLM.from_pretrained(path).eval())
+  return tuple(models)
+
+
+def hf_tokens_per_s(target, draft, prompt, max_new_tokens: int, gamma, repeats: int) -> float:
+  """Tokens/s of HF greedy generation: target-only when `draft` is None, else assisted with `gamma` draft tokens."""
+  import torch
+  extra = {}
+  if draft is not None:
+    draft.generation_config.num_assistant_tokens = gamma
+    draft.generation_config.num_assistant_tokens_schedule = 'constant'
+    draft.generation_config.assistant_confidence_threshold = 0.0
+    extra['assistant_model'] = draft
   ids = torch.tensor([prompt])
-  kwargs = dict(do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, eos_token_id=None,
-                pad_token_id=0)
-  out = {}
   with torch.no_grad():
-    for name, extra in (('hf_target_only', {}), ('hf_assisted', {'assistant_model': draft})):
-      seconds, tokens = time_call(lambda: target.generate(ids, **kwargs, **extra), repeats)
-      out[f'{name}_tokens_per_s'] = (tokens.shape[1] - len(prompt)) / seconds
-  return out
+    seconds, tokens = time_call(lambda: target.generate(
+        ids, do_sample=False, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, eos_token_id=None,
+        pad_token_id=0, **extra), repeats)
+  return (tokens.shape[1] - len(prompt)) / seconds
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -138,6 +141,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f'(ratio {tc.num_params() / dc.num_params():.1f}x), {cfg.dtype}, device {jax.devices()[0].platform}')
   settings = DecodeSettings(max_new_tokens=cfg.max_new_tokens)
   rng = jax.random.PRNGKey(0)
+  hf_models = export_to_hf(tc, tp, dc, dp, workdir) if cfg.hf_compare and 1 in cfg.batch_sizes else None
+  hf_prompt = _prompts(1, cfg.prompt_length, tc.vocab_size, cfg.seed)[0]
+  hf_repeats = max(1, cfg.repeats // 2)
+  hf_target_only = None  # Measured once, on the first batch-1 row.
   rows = []
   for batch_size in cfg.batch_sizes:
     tokens, lengths = (jnp.asarray(x) for x in pad_prompts(
@@ -165,9 +172,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  target_tokens_per_s=n_tokens / t_target, spd_tokens_per_s=int(st.generated_B.sum()) / t_spd,
                  ideal_speedup=float(ideal), speedup=speedup, efficiency=float(speedup / ideal),
                  ideal_speedup_measured_verify=float(ideal_v), efficiency_measured_verify=float(speedup / ideal_v))
-      if batch_size == 1 and cfg.hf_compare:
-        row.update(hf_assisted(tc, tp, dc, dp, _prompts(1, cfg.prompt_length, tc.vocab_size, cfg.seed)[0],
-                               cfg.max_new_tokens, gamma, max(1, cfg.repeats // 2), workdir))
+      if batch_size == 1 and hf_models is not None:
+        if hf_target_only is None:
+          hf_target_only = hf_tokens_per_s(hf_models[0], None, hf_prompt, cfg.max_new_tokens, None, hf_repeats)
+        row['hf_target_only_tokens_per_s'] = hf_target_only
+        row['hf_assisted_tokens_per_s'] = hf_tokens_per_s(*hf_models, hf_prompt, cfg.max_new_tokens, gamma,
+                                                          hf_repeats)
         row['ours_over_hf_assisted'] = row['spd_tokens_per_s'] / row['hf_assisted_tokens_per_s']
       rows.append(row)
       print(_format_row(row, header=len(rows) == 1))

@@ -26,8 +26,7 @@ from cospec_jax.train import data as data_lib
 
 def _decode_all(model: ModelConfig, params, prompts: Sequence[Sequence[int]], tokenizer: Tokenizer,
                 max_new_tokens: int, batch_size: int) -> list[list[int]]:
-  decoder = AutoregressiveDecoder(model, settings=DecodeSettings(
-      max_new_tokens=max_new_tokens, eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id))
+  decoder = AutoregressiveDecoder(model, settings=DecodeSettings.for_tokenizer(tokenizer, max_new_tokens))
   return decoder.generate_in_batches(params, prompts, batch_size)
 
 

@@ -30,6 +30,11 @@ class DecodeSettings:
       raise ValueError(f'max_new_tokens={self.max_new_tokens} must be >= 1.')
     object.__setattr__(self, 'eos_ids', tuple(int(e) for e in self.eos_ids))
 
+  @classmethod
+  def for_tokenizer(cls, tokenizer, max_new_tokens: int, **kwargs) -> 'DecodeSettings':
+    """Settings that stop at the tokenizer's EOS and pad with its PAD."""
+    return cls(max_new_tokens=max_new_tokens, eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id, **kwargs)
+
 
 def prefill(config: ModelConfig, params, tokens_BxP: jax.Array, buffer_length: int):
   """Writes every prompt position's keys/values into a fresh cache of `buffer_length` slots; returns the cache."""

@@ -93,9 +93,7 @@ class Exact:
 
   def __call__(self, block: Block, rng: jax.Array, rule_params: Any = None) -> Verdict:
     del rule_params
-    accept_rng, correct_rng = jax.random.split(rng)
-    n_B = leading_true_count(self.accepts(block, accept_rng))
-    return Verdict(n_B, self.correction(block, n_B, correct_rng))
+    return scan_with_overrides(self, block, rng, jnp.zeros(block.draft_tokens_BxG.shape, bool))[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +129,7 @@ class RejectionSampling:
 
   def __call__(self, block: Block, rng: jax.Array, rule_params: Any = None) -> Verdict:
     del rule_params
-    accept_rng, correct_rng = jax.random.split(rng)
-    n_B = leading_true_count(self.accepts(block, accept_rng))
-    return Verdict(n_B, self.correction(block, n_B, correct_rng))
+    return scan_with_overrides(self, block, rng, jnp.zeros(block.draft_tokens_BxG.shape, bool))[0]
 
 
 def _register():

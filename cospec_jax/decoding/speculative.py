@@ -152,8 +152,8 @@ class SpeculativeDecoder:
       block_BxG1 = jnp.where(jnp.arange(G + 1)[None, :] < n_B[:, None], drafted_BxG1, verdict.next_token_B[:, None])
       active_B = ~state.done_B
       if records is not None:
-        state = state.replace(**dict(zip(('records', 'n_records_B'), append_records(
-            state.records, state.n_records_B, verdict.record, active_B))))
+        new_records, n_records_B = append_records(state.records, state.n_records_B, verdict.record, active_B)
+        state = state.replace(records=new_records, n_records_B=n_records_B)
       state, committed_B = commit(state.replace(target_cache=target_cache, draft_cache=draft_cache, rng=rng),
                                   block_BxG1, n_B + 1, max_new_B, lengths_B, s.eos_ids, s.pad_id)
       mismatches_B = n_B < G if verdict.mismatches_B is None else verdict.mismatches_B

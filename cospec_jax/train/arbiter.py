@@ -49,7 +49,7 @@ def decoder_for(target, draft, config: ml_collections.ConfigDict, tokenizer, sam
   policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
   return SpeculativeDecoder(
       target[0], draft[0], CoSpec(Exact(), policy, sample_actions), config.rl.gamma,
-      DecodeSettings(max_new_tokens=config.rl.max_new_tokens, eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id),
+      DecodeSettings.for_tokenizer(tokenizer, config.rl.max_new_tokens),
       max_decisions=max_decisions)
 
 

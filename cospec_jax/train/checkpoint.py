@@ -36,7 +36,9 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, force: bool = False) -> bool:
     """Saves if `step` is a multiple of `save_every` (or `force`) and not saved yet; returns whether it saved."""
-    if not (force or step % self.save_every == 0) or step in self._manager.all_steps():
+    if not (force or step % self.save_every == 0):
+      return False  # Checked first: this runs every training step, the directory listing below only on saves.
+    if step in self._manager.all_steps():
       return False
     return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 

@@ -146,8 +146,7 @@ def greedy_accuracy(model: ModelConfig, params, tokenizer: Tokenizer, problems: 
                     max_new_tokens: int) -> dict:
   """Greedy-decodes every problem and checks its final answer; returns accuracy, counts and per-problem results."""
   from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings
-  decoder = AutoregressiveDecoder(model, settings=DecodeSettings(
-      max_new_tokens=max_new_tokens, eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id))
+  decoder = AutoregressiveDecoder(model, settings=DecodeSettings.for_tokenizer(tokenizer, max_new_tokens))
   prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
   completions = decoder.generate_in_batches(params, prompts, batch_size)
   correct = [answers.is_correct(tokenizer.decode(c), p['answer']) for c, p in zip(completions, problems)]
