@@ -16,5 +16,4 @@ from cospec_jax.train import defaults
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the real run, 'smoke' for a seconds-long version of the same thing."""
-  return defaults.supervised_config('draft', seed=2, smoke=arg == 'smoke',
-                                    d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=32, ffw_dim=192)
+  return defaults.draft_config(smoke=arg == 'smoke')

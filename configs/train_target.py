@@ -16,5 +16,4 @@ from cospec_jax.train import defaults
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the real run, 'smoke' for a seconds-long version of the same thing."""
-  return defaults.supervised_config('target', seed=1, smoke=arg == 'smoke',
-                                    d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, ffw_dim=384)
+  return defaults.target_config(smoke=arg == 'smoke')

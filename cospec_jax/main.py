@@ -7,13 +7,15 @@
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cospec_jax import decode_benchmark
+from cospec_jax import decode_benchmark, evaluate, pipeline
 from cospec_jax.train import arbiter, trainer
 
 JOBS = {
     'bench_decode': decode_benchmark.run,
     'train': trainer.train,
     'train_arbiter': arbiter.train_arbiter,
+    'reproduce_table': evaluate.run,
+    'pipeline': pipeline.run,
 }
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file, optionally followed by :arg.')

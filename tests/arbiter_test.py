@@ -11,11 +11,13 @@ import pytest
 
 from cospec_jax.models import save_hf_checkpoint
 from cospec_jax.tasks.tokenizer import CharTokenizer
-from cospec_jax.train import arbiter
+from cospec_jax import evaluate
+from cospec_jax.train import arbiter, counterfactual
 from tests import helpers
 
 pytest.importorskip('tensorflow_datasets')
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs'))
+import reproduce_table  # noqa: E402
 import train_arbiter  # noqa: E402
 
 
@@ -68,3 +70,38 @@ def test_resume_equals_uninterrupted(setup, tmp_path):
                          arbiter.restore_state(config, str(root / 'full')))
   assert [m['step'] for m in _metrics(killed)] == [1, 2, 3, 4]
   np.testing.assert_allclose([m['reward'] for m in _metrics(killed)], [m['reward'] for m in _metrics(root / 'full')])
+
+
+def test_warm_start_fits_the_policy_to_counterfactual_forks(setup):
+  config, root = setup
+  forks = counterfactual.Forks.load(str(root / 'full' / arbiter.FORKS_FILE))
+  assert len(forks.problem_N) > 0 and len(forks.target_right_P) == config.warm_start.problems
+  params = arbiter.restore_state(config, str(root / 'full'), step=0).params
+  np.testing.assert_allclose(params['scalars_mean'], forks.scalars_NxF.mean(0), atol=0.5)  # lam is set per copy.
+  assert not np.allclose(params['target_hidden_inv_std'], 1.0)
+
+
+def test_reproduce_table_smoke(setup, tmp_path):
+  """Every method has a row; lossless SPD equals the target on every problem; the files say the same."""
+  config, root = setup
+  table_config = reproduce_table.get_config('smoke')
+  table_config.data = config.data
+  table_config.pair = config.pair
+  table_config.arbiter_workdir = str(root / 'full')
+  results = evaluate.run(table_config, str(tmp_path))
+  rows = {r['method']: r for r in results['rows']}
+  assert list(rows)[:3] == ['target-only', 'draft-only', 'spd greedy']
+  assert {'topk k=2', 'judge max_harm=0.5', 'cospec lam=0', 'cospec lam=1', 'oracle (upper bound)'} <= set(rows)
+  assert any(name.startswith('fly') for name in rows) and any(name.startswith('threshold') for name in rows)
+  assert rows['spd greedy']['correct'] == rows['target-only']['correct']
+  assert (rows['spd greedy']['gained'], rows['spd greedy']['lost'], rows['spd greedy']['mcnemar_p']) == (0, 0, 1.0)
+  assert rows['target-only']['tokens_per_target_call'] == 1.0 and rows['target-only']['speedup'] == 1.0
+  assert rows['oracle (upper bound)']['lost'] == 0  # It only ever keeps the draft where that fixes the answer.
+  for r in rows.values():
+    lo, hi = r['accuracy_ci95']
+    assert lo <= r['accuracy'] <= hi and r['tokens_per_s'] > 0 and len(r['correct']) == results['problems']
+  with open(tmp_path / 'results.json') as f:
+    assert json.load(f)['rows'][2]['correct'] == rows['spd greedy']['correct']
+  table = (tmp_path / 'table.md').read_text()
+  assert all(f'| {name} |' in table for name in rows)
+  assert (tmp_path / 'pareto.png').read_bytes()[:4] == b'\x89PNG'

@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cospec_jax.decoding import (ArbiterPolicy, CoSpec, DecodeSettings, Exact, RejectionSampling, Sampling,
-                                 SpeculativeDecoder, Threshold, TopK, make_rule)
+from cospec_jax.decoding import (ArbiterPolicy, CoSpec, DecodeSettings, Exact, Fly, Judge, RejectionSampling,
+                                 Sampling, SpeculativeDecoder, Threshold, TopK, make_rule)
+from cospec_jax.decoding import rules
 from cospec_jax.decoding.cospec import SCALAR_FEATURES, Decisions, init_policy
 from cospec_jax.models import apply
 from cospec_jax.train import reinforce
@@ -114,7 +115,8 @@ def test_reinforce_gradient_matches_analytic_on_two_arms():
   advantages = reinforce.leave_one_out_advantages(rewards_PxK).reshape(-1)
   B = P * K
   decisions = Decisions(jnp.broadcast_to(scalars_1x1xF, (B, 1, len(SCALAR_FEATURES))), jnp.broadcast_to(th, (B, 1, 3)),
-                        jnp.broadcast_to(dh, (B, 1, 2)), keep_PxK.reshape(B, 1), jnp.ones((B, 1), bool))
+                        jnp.broadcast_to(dh, (B, 1, 2)), keep_PxK.reshape(B, 1), jnp.ones((B, 1), bool),
+                        jnp.zeros((B, 1), jnp.int32), jnp.zeros((B, 1), jnp.int32))
   grads = jax.grad(lambda p: -reinforce.reinforce_loss(p, policy, decisions, advantages, 0.0)[0])(params)
   flat_a = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(analytic)])
   flat_g = jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(grads)])
@@ -131,15 +133,22 @@ def test_leave_one_out_needs_two_rollouts():
                              [[1.0, -0.5, -0.5]])
 
 
-@pytest.mark.parametrize('rule, lossless', [
-    (TopK(1), True), (TopK(3), False), (Threshold(1.0, 1.0), True), (Threshold(0.3, 0.01), False)])
-def test_relaxed_rules(pair, rule, lossless):
-  """top-1 and an unreachable confidence are exact SPD; looser settings keep draft tokens the target rejects."""
+def _judge(harm_logit):
+  return {'w': jnp.zeros((32,)), 'b': jnp.asarray(harm_logit, jnp.float32)}
+
+
+@pytest.mark.parametrize('rule, rule_params, lossless', [
+    (TopK(1), None, True), (TopK(3), None, False), (Threshold(1.0, 1.0), None, True),
+    (Threshold(0.3, 0.01), None, False), (Fly(min_entropy=1e9), None, True), (Fly(0.0, window=1), None, False),
+    (Judge(), _judge(10.0), True), (Judge(), _judge(-10.0), False)])
+def test_relaxed_rules(pair, rule, rule_params, lossless):
+  """Settings that never relax (top-1, unreachable confidence or entropy, a judge that calls every mismatch harmful)
+  are exact SPD; looser ones keep draft tokens the target rejects."""
   tc, tp, dc, dp = pair
   prompts = helpers.ragged_prompts(4, tc.vocab_size, seed=6)
   settings = DecodeSettings(max_new_tokens=20)
   exact = SpeculativeDecoder(tc, dc, Exact(), G, settings).generate(tp, dp, prompts)
-  got = SpeculativeDecoder(tc, dc, rule, G, settings).generate(tp, dp, prompts)
+  got = SpeculativeDecoder(tc, dc, rule, G, settings).generate(tp, dp, prompts, rule_params=rule_params)
   st = jax.device_get(got.stats)
   same = all(np.array_equal(a, b) for a, b in zip(exact.completions(), got.completions()))
   if lossless:
@@ -151,7 +160,27 @@ def test_relaxed_rules(pair, rule, lossless):
 def test_rules_by_name():
   assert isinstance(make_rule('topk', k=2), TopK)
   assert isinstance(make_rule('threshold'), Threshold)
-  with pytest.raises(ValueError, match="'fly'"):
-    make_rule('fly')
+  assert isinstance(make_rule('fly', window=3), Fly)
+  with pytest.raises(ValueError, match="'medusa'"):
+    make_rule('medusa')
   with pytest.raises(ValueError, match='k=0'):
     TopK(0)
+  with pytest.raises(ValueError, match='window=0'):
+    Fly(window=0)
+
+
+def test_fly_needs_the_target_back_in_step():
+  """Fly keeps a rejected draft token only where the target is uncertain and agrees with the next `window` draft
+  tokens inside the block."""
+  V, G_ = 5, 4
+  draft_BxG = jnp.array([[1, 2, 3, 4], [1, 2, 3, 4]])
+  # Target argmax per position: row 0 disagrees at 0 only; row 1 disagrees at 0 and 2.
+  argmax_BxG1 = jnp.array([[0, 2, 3, 4, 0], [0, 2, 0, 4, 0]])
+  logits_BxG1xV = jax.nn.one_hot(argmax_BxG1, V) * 0.5  # Nearly flat: entropy ~ log(5) - small.
+  block = rules.Block(draft_BxG, jnp.zeros((2, G_, V)), logits_BxG1xV, jnp.zeros((2, G_, 1)), jnp.zeros((2, G_ + 1, 1)),
+                      jnp.zeros((2,), jnp.int32), jnp.full((2,), 10, jnp.int32))
+  np.testing.assert_array_equal(Fly(0.5, window=2).overrides(block), [[1, 0, 0, 0], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(Fly(0.5, window=3).overrides(block), [[1, 0, 0, 0], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(Fly(0.5, window=4).overrides(block), [[0, 0, 0, 0], [0, 0, 0, 0]])  # Past G.
+  np.testing.assert_array_equal(Fly(0.5, window=1).overrides(block), [[1, 0, 0, 0], [1, 0, 1, 0]])
+  np.testing.assert_array_equal(Fly(2.0, window=1).overrides(block), np.zeros((2, 4)))  # Not uncertain enough.

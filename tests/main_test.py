@@ -60,3 +60,25 @@ def test_unknown_config_key_is_named(tmp_path):
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
   assert 'max_new_tokenz' in proc.stderr
+
+
+def test_pipeline_smoke_runs_every_stage_and_resumes(tmp_path):
+  """The one-command pipeline (smoke): every stage runs once, writes the table, and a second run skips them all."""
+  workdir = tmp_path / 'pipeline'
+  command = [sys.executable, '-m', 'cospec_jax.main', f'--config={ROOT}/configs/pipeline.py:smoke',
+             f'--workdir={workdir}']
+  proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for stage in ('train draft', 'train target', 'train arbiter', 'evaluate every method'):
+    assert f'[pipeline] {stage}: done' in proc.stdout, stage
+  results = json.loads((workdir / 'table' / 'results.json').read_text())
+  rows = {r['method']: r for r in results['rows']}
+  assert rows['spd greedy']['correct'] == rows['target-only']['correct']
+  assert '| cospec lam=0 |' in proc.stdout  # The table is printed.
+  assert (workdir / 'table' / 'pareto.png').stat().st_size > 0
+  table_mtime = (workdir / 'table' / 'results.json').stat().st_mtime
+  again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count('already done, skipped') == 4
+  assert (workdir / 'table' / 'results.json').stat().st_mtime == table_mtime  # Nothing finished is rewritten.
+  assert '| cospec lam=0 |' in again.stdout

@@ -22,7 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cospec_jax.decoding.rules import Block, Exact, Verdict, scan_with_overrides
+from cospec_jax.decoding.sampling import entropy
+from cospec_jax.decoding.rules import Block, Exact, Verdict, answer_index, scan_with_overrides
 
 SCALAR_FEATURES = ('target_logp_draft', 'target_logp_target', 'draft_logp_draft', 'draft_logp_target',
                    'target_entropy', 'draft_entropy', 'target_margin', 'draft_margin', 'block_position',
@@ -39,15 +40,13 @@ class Decisions:
   draft_hidden_BxGxD: jax.Array
   keep_draft_BxG: jax.Array  # bool: the action (meaningful where mask).
   mask_BxG: jax.Array  # bool: a mismatch the scan reached, so the arbiter decided.
+  draft_tokens_BxG: jax.Array  # int32: the draft's token there (to replay the other branch).
+  answer_index_BxG: jax.Array  # int32: its index in the generated answer.
 
 
 def _top2_margin(logp_xV: jax.Array) -> jax.Array:
   top2 = jax.lax.top_k(logp_xV, 2)[0]
   return top2[..., 0] - top2[..., 1]
-
-
-def _entropy(logp_xV: jax.Array) -> jax.Array:
-  return -jnp.sum(jnp.exp(logp_xV) * jnp.where(jnp.isfinite(logp_xV), logp_xV, 0.0), axis=-1)
 
 
 def scalar_features(block: Block, lam_B: jax.Array) -> jax.Array:
@@ -60,11 +59,11 @@ def scalar_features(block: Block, lam_B: jax.Array) -> jax.Array:
   at = lambda logp, tok: jnp.take_along_axis(logp, tok, axis=-1)[..., 0]  # noqa: E731
   floor = -30.0  # A token outside a warped support has log-prob -inf; the policy sees a large negative number.
   block_pos_BxG = jnp.broadcast_to(jnp.arange(G, dtype=jnp.float32)[None, :] / G, (B, G))
-  answer_pos_BxG = (block.generated_B[:, None] + jnp.arange(G)[None, :]) / jnp.maximum(block.max_new_B, 1)[:, None]
+  answer_pos_BxG = answer_index(block) / jnp.maximum(block.max_new_B, 1)[:, None]
   columns = [
       at(target_logp_BxGxV, draft_tok_BxGx1), at(target_logp_BxGxV, target_tok_BxGx1),
       at(draft_logp_BxGxV, draft_tok_BxGx1), at(draft_logp_BxGxV, target_tok_BxGx1),
-      _entropy(target_logp_BxGxV), _entropy(draft_logp_BxGxV),
+      entropy(target_logp_BxGxV), entropy(draft_logp_BxGxV),
       _top2_margin(target_logp_BxGxV), _top2_margin(draft_logp_BxGxV),
       block_pos_BxG, answer_pos_BxG.astype(jnp.float32), jnp.broadcast_to(lam_B[:, None], (B, G)),
   ]
@@ -72,21 +71,42 @@ def scalar_features(block: Block, lam_B: jax.Array) -> jax.Array:
 
 
 class ArbiterPolicy(nn.Module):
-  """A small MLP: (scalar features, target hidden, draft hidden) -> logit of "keep the draft token"."""
+  """A small MLP: (scalar features, target hidden, draft hidden) -> logit of "keep the draft token".
+
+  Each input is first standardized with fixed statistics (`*_mean`, `*_inv_std`, identity at init), which
+  `set_input_statistics` fills from data; gradients do not flow into them, so training leaves them unchanged.
+  """
 
   hidden: int = 64  # Width of the MLP.
   projection: int = 16  # Width each hidden state is projected to.
 
   @nn.compact
   def __call__(self, scalars_xF: jax.Array, target_hidden_xD: jax.Array, draft_hidden_xD: jax.Array) -> jax.Array:
+    def standardized(name, x):
+      x = x.astype(jnp.float32)
+      mean = self.param(f'{name}_mean', nn.initializers.zeros, x.shape[-1:])
+      inv_std = self.param(f'{name}_inv_std', nn.initializers.ones, x.shape[-1:])
+      shape = (1,) * (x.ndim - 1) + x.shape[-1:]
+      return (x - jax.lax.stop_gradient(mean).reshape(shape)) * jax.lax.stop_gradient(inv_std).reshape(shape)
+
     x = jnp.concatenate([
-        scalars_xF.astype(jnp.float32),
-        nn.Dense(self.projection, name='target_projection')(target_hidden_xD.astype(jnp.float32)),
-        nn.Dense(self.projection, name='draft_projection')(draft_hidden_xD.astype(jnp.float32)),
+        standardized('scalars', scalars_xF),
+        nn.Dense(self.projection, name='target_projection')(standardized('target_hidden', target_hidden_xD)),
+        nn.Dense(self.projection, name='draft_projection')(standardized('draft_hidden', draft_hidden_xD)),
     ], axis=-1)
     x = nn.gelu(nn.Dense(self.hidden)(x))
     x = nn.gelu(nn.Dense(self.hidden)(x))
     return nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.constant(-2.0))(x)[..., 0]
+
+
+def set_input_statistics(params: dict, scalars_NxF, target_hidden_NxD, draft_hidden_NxD) -> dict:
+  """`params` with each input's standardization set to the mean and 1/std of the given samples."""
+  params = dict(params)
+  for name, x in (('scalars', scalars_NxF), ('target_hidden', target_hidden_NxD), ('draft_hidden', draft_hidden_NxD)):
+    x = jnp.asarray(x, jnp.float32)
+    params[f'{name}_mean'] = jnp.mean(x, axis=0)
+    params[f'{name}_inv_std'] = 1.0 / (jnp.std(x, axis=0) + 1e-3)
+  return params
 
 
 def init_policy(policy: ArbiterPolicy, target_width: int, draft_width: int, rng: jax.Array) -> dict:
@@ -129,7 +149,7 @@ class CoSpec:
     # The arbiter decided at every mismatch up to and including the one where the scan stopped.
     verdict, decided_BxG = scan_with_overrides(self.base, block, rng, keep_BxG)
     return verdict.replace(record=Decisions(scalars_BxGxF, target_hidden_BxGxD, block.draft_hidden_BxGxD, keep_BxG,
-                                            decided_BxG))
+                                            decided_BxG, block.draft_tokens_BxG, answer_index(block)))
 
 
 def keep_draft_logprob(policy: ArbiterPolicy, params: dict, decisions: Decisions) -> tuple[jax.Array, jax.Array]:

@@ -12,20 +12,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cospec_jax.decoding.rules import Block, Exact, Verdict, scan_with_overrides
+from cospec_jax.decoding.rules import Block, Exact, Verdict, answer_index, scan_with_overrides
+from cospec_jax.decoding.sampling import entropy
 
 
 class _Relaxation:
   """What every relaxed rule shares: the draft proposes with the base rule's sampler, and a call is the base's scan
-  with the rule's `overrides(block) -> bool [B, G]` (rejected draft tokens to keep anyway)."""
+  with the rule's `overrides(block, rule_params) -> bool [B, G]` (rejected draft tokens to keep anyway)."""
 
   @property
   def sampler(self):
     return self.base.sampler
 
   def __call__(self, block: Block, rng: jax.Array, rule_params: Any = None) -> Verdict:
-    del rule_params
-    return scan_with_overrides(self.base, block, rng, self.overrides(block))[0]
+    return scan_with_overrides(self.base, block, rng, self.overrides(block, rule_params))[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,7 @@ class TopK(_Relaxation):
     if self.k < 1:
       raise ValueError(f'TopK(k={self.k}) must be >= 1 (k=1 is exact greedy verification).')
 
-  def overrides(self, block: Block) -> jax.Array:
+  def overrides(self, block: Block, rule_params: Any = None) -> jax.Array:
     G = block.draft_tokens_BxG.shape[1]
     target_logits_BxGxV = block.target_logits_BxG1xV[:, :G]
     k = min(self.k, target_logits_BxGxV.shape[-1])
@@ -62,10 +62,73 @@ class Threshold(_Relaxation):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f'Threshold({name}={getattr(self, name)}) must be a probability in [0, 1].')
 
-  def overrides(self, block: Block) -> jax.Array:
+  def overrides(self, block: Block, rule_params: Any = None) -> jax.Array:
     G = block.draft_tokens_BxG.shape[1]
     at_draft = lambda logits: jnp.take_along_axis(  # noqa: E731
         jax.nn.softmax(logits.astype(jnp.float32), -1), block.draft_tokens_BxG[..., None], axis=-1)[..., 0]
     confident_BxG = at_draft(block.draft_logits_BxGxV) >= self.draft_confidence
     tolerated_BxG = at_draft(block.target_logits_BxG1xV[:, :G]) >= self.target_floor
     return confident_BxG & tolerated_BxG
+
+
+@dataclasses.dataclass(frozen=True)
+class Fly(_Relaxation):
+  """FLy-style loose verification: an entropy gate with a deferred match window. At a rejected draft token where the
+  target is uncertain (entropy >= `min_entropy` nats), keep it if the target agrees with the next `window` draft
+  tokens, which it scored conditioned on the kept one: the draft's choice is taken as an equivalent alternative when
+  the two models fall back in step. A window reaching past the block cannot be checked, so it rejects."""
+
+  min_entropy: float = 0.5
+  window: int = 2
+  base: Any = Exact()
+
+  def __post_init__(self):
+    if self.window < 1 or self.min_entropy < 0:
+      raise ValueError(f'Fly(min_entropy={self.min_entropy}, window={self.window}) needs min_entropy >= 0 and '
+                       'window >= 1.')
+
+  def overrides(self, block: Block, rule_params: Any = None) -> jax.Array:
+    G = block.draft_tokens_BxG.shape[1]
+    target_logits_BxGxV = block.target_logits_BxG1xV[:, :G].astype(jnp.float32)
+    agree_BxG = block.draft_tokens_BxG == jnp.argmax(target_logits_BxGxV, axis=-1)
+    # run_BxG1[:, i]: agreeing draft tokens in a row from position i (0 at i = G).
+    runs = [jnp.zeros(agree_BxG.shape[:1], jnp.int32)]
+    for i in reversed(range(G)):
+      runs.append(jnp.where(agree_BxG[:, i], runs[-1] + 1, 0))
+    run_BxG1 = jnp.stack(runs[::-1], axis=1)
+    uncertain_BxG = entropy(jax.nn.log_softmax(target_logits_BxGxV, axis=-1)) >= self.min_entropy
+    return ~agree_BxG & uncertain_BxG & (run_BxG1[:, 1:] >= self.window)
+
+
+@dataclasses.dataclass(frozen=True)
+class Judge(_Relaxation):
+  """AutoJudge-style: a logistic head on the target's hidden state predicts whether a mismatch matters (keeping the
+  draft's token there would turn a right answer wrong); unimportant ones keep the draft. The head is trained on
+  counterfactual swaps (`cospec_jax.train.counterfactual.fit_judge`) and passed as rule_params = {'w': [D], 'b': []}.
+  """
+
+  max_harm: float = 0.5  # Keep the draft token when the predicted probability of harm is below this.
+  base: Any = Exact()
+
+  def overrides(self, block: Block, rule_params: Any = None) -> jax.Array:
+    if rule_params is None:
+      raise ValueError('Judge needs rule_params={"w": [d_model], "b": []}: train the head with '
+                       'cospec_jax.train.counterfactual.fit_judge.')
+    G = block.draft_tokens_BxG.shape[1]
+    hidden_BxGxD = block.target_hidden_BxG1xD[:, :G].astype(jnp.float32)
+    harm_logit_BxG = hidden_BxGxD @ rule_params['w'] + rule_params['b']
+    return jax.nn.sigmoid(harm_logit_BxG) < self.max_harm
+
+
+@dataclasses.dataclass(frozen=True)
+class Oracle(_Relaxation):
+  """The upper bound, not a method: keeps the draft's token at the one mismatch per row that a search found to turn
+  the answer right (`cospec_jax.train.counterfactual` branches both ways at every mismatch and rolls out).
+  rule_params = {'keep_at_B': int32 [B]}, the answer index to keep the draft at, -1 for none."""
+
+  base: Any = Exact()
+
+  def overrides(self, block: Block, rule_params: Any = None) -> jax.Array:
+    if rule_params is None:
+      raise ValueError('Oracle needs rule_params={"keep_at_B": int32 [B]} from a counterfactual search.')
+    return answer_index(block) == jnp.asarray(rule_params['keep_at_B'], jnp.int32)[:, None]

@@ -49,8 +49,13 @@ class Verdict:
   n_accepted_B: jax.Array  # int32 in [0, G]: leading draft tokens kept.
   next_token_B: jax.Array  # int32: the token committed after them (a correction, or the bonus token).
   record: Optional[Any] = None
-  mismatches_B: Optional[jax.Array] = None  # Positions the base test rejected within the scan; default n < G.
-  kept_at_mismatch_B: Optional[jax.Array] = None  # Of those, the draft tokens kept anyway; default 0.
+  mismatch_BxG: Optional[jax.Array] = None  # bool: positions the base test rejected within the scan; default n.
+  kept_BxG: Optional[jax.Array] = None  # bool: of those, the draft tokens kept anyway; default none.
+
+
+def answer_index(block: Block) -> jax.Array:
+  """int32 [B, G]: the index of each draft position in the generated answer."""
+  return block.generated_B[:, None] + jnp.arange(block.draft_tokens_BxG.shape[1], dtype=jnp.int32)[None, :]
 
 
 def leading_true_count(ok_BxG: jax.Array) -> jax.Array:
@@ -69,8 +74,8 @@ def scan_with_overrides(base, block: Block, rng: jax.Array, keep_BxG: jax.Array)
   agree_BxG = base.accepts(block, accept_rng)
   n_B = leading_true_count(agree_BxG | keep_BxG)
   decided_BxG = ~agree_BxG & (jnp.arange(agree_BxG.shape[1])[None, :] <= n_B[:, None])
-  verdict = Verdict(n_B, base.correction(block, n_B, correct_rng), mismatches_B=jnp.sum(decided_BxG, axis=1),
-                    kept_at_mismatch_B=jnp.sum(decided_BxG & keep_BxG, axis=1))
+  verdict = Verdict(n_B, base.correction(block, n_B, correct_rng), mismatch_BxG=decided_BxG,
+                    kept_BxG=decided_BxG & keep_BxG)
   return verdict, decided_BxG
 
 
@@ -135,7 +140,8 @@ class RejectionSampling:
 def _register():
   from cospec_jax.decoding import cospec, relaxed  # Rules built on these live in their own modules.
   return {'exact': Exact, 'rejection_sampling': RejectionSampling, 'topk': relaxed.TopK,
-          'threshold': relaxed.Threshold, 'cospec': cospec.CoSpec}
+          'threshold': relaxed.Threshold, 'fly': relaxed.Fly, 'judge': relaxed.Judge, 'oracle': relaxed.Oracle,
+          'cospec': cospec.CoSpec}
 
 
 def make_rule(name: str, **kwargs):

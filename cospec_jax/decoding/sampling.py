@@ -13,6 +13,11 @@ import jax
 import jax.numpy as jnp
 
 
+def entropy(logp_xV: jax.Array) -> jax.Array:
+  """Entropy (nats) of distributions given as log-probabilities; -inf entries (warped-out tokens) contribute 0."""
+  return -jnp.sum(jnp.exp(logp_xV) * jnp.where(jnp.isfinite(logp_xV), logp_xV, 0.0), axis=-1)
+
+
 def warp_logits(logits_xV: jax.Array, temperature: float, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
   """Returns temperature-scaled logits with tokens outside the top-k / top-p nucleus set to -inf.
 

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.autoregressive import DecodeSettings, init_state, per_row_budget, prefill
@@ -151,16 +152,20 @@ class SpeculativeDecoder:
       drafted_BxG1 = jnp.pad(draft.tokens_BxG, ((0, 0), (0, 1)))
       block_BxG1 = jnp.where(jnp.arange(G + 1)[None, :] < n_B[:, None], drafted_BxG1, verdict.next_token_B[:, None])
       active_B = ~state.done_B
-      if records is not None:
-        new_records, n_records_B = append_records(state.records, state.n_records_B, verdict.record, active_B)
-        state = state.replace(records=new_records, n_records_B=n_records_B)
       state, committed_B = commit(state.replace(target_cache=target_cache, draft_cache=draft_cache, rng=rng),
                                   block_BxG1, n_B + 1, max_new_B, lengths_B, s.eos_ids, s.pad_id)
-      mismatches_B = n_B < G if verdict.mismatches_B is None else verdict.mismatches_B
-      kept_B = 0 if verdict.kept_at_mismatch_B is None else verdict.kept_at_mismatch_B
+      # Only what was committed counts: a mismatch past an EOS or the budget decided nothing.
+      committed_BxG = jnp.arange(G)[None, :] < committed_B[:, None]
+      mismatch_BxG = (jnp.arange(G)[None, :] == n_B[:, None]) if verdict.mismatch_BxG is None else verdict.mismatch_BxG
+      kept_BxG = jnp.zeros_like(mismatch_BxG) if verdict.kept_BxG is None else verdict.kept_BxG
+      if records is not None:
+        record = verdict.record.replace(mask_BxG=verdict.record.mask_BxG & committed_BxG)
+        new_records, n_records_B = append_records(state.records, state.n_records_B, record, active_B)
+        state = state.replace(records=new_records, n_records_B=n_records_B)
       stats = state.stats.add(active_B, target_calls=1, draft_calls=G, proposed=G,
-                              accepted=jnp.minimum(n_B, committed_B), mismatches=mismatches_B,
-                              kept_at_mismatch=kept_B, generated=committed_B)
+                              accepted=jnp.minimum(n_B, committed_B),
+                              mismatches=jnp.sum(mismatch_BxG & committed_BxG, axis=1),
+                              kept_at_mismatch=jnp.sum(kept_BxG & committed_BxG, axis=1), generated=committed_B)
       return state.replace(stats=stats)
 
     state = jax.lax.while_loop(lambda st: jnp.any(~st.done_B), step, state)
@@ -175,3 +180,22 @@ class SpeculativeDecoder:
     rng = jax.random.PRNGKey(0) if rng is None else rng
     return self(target_params, draft_params, jnp.asarray(tokens_BxP), jnp.asarray(lengths_B), rng,
                 rule_params=rule_params)
+
+  def generate_in_batches(self, target_params, draft_params, prompts: Sequence[Sequence[int]], batch_size: int,
+                          rng: Optional[jax.Array] = None, rule_params: Any = None, row_params: Any = None,
+                          buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS):
+    """Yields (Generation, n) for consecutive chunks of `prompts`, `batch_size` rows per compiled call; a short last
+    chunk is padded with copies of its last prompt, and only its first n rows are real. `row_params` is a pytree of
+    per-prompt arrays [N, ...]; each chunk's slice is merged into `rule_params` (e.g. Oracle's keep_at_B)."""
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    for start in range(0, len(prompts), batch_size):
+      chunk = list(prompts[start:start + batch_size])
+      n = len(chunk)
+      chunk += [chunk[-1]] * (batch_size - n)
+      params = rule_params
+      if row_params is not None:
+        rows = np.minimum(np.arange(start, start + batch_size), start + n - 1)
+        params = {**(rule_params or {}), **jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[rows]),
+                                                                    row_params)}
+      yield self.generate(target_params, draft_params, chunk, jax.random.fold_in(rng, start), buckets,
+                          rule_params=params), n

@@ -1,6 +1,12 @@
-"""Training the CoSpec arbiter with REINFORCE on a frozen draft/target pair, and evaluating it.
+"""Training the CoSpec arbiter on a frozen draft/target pair: a supervised warm start, then REINFORCE.
 
-Each step draws P training prompts (a pure function of (seed, step)), gives each a `lam` from `config.rl.lams`, and
+Warm start (`config.warm_start`, skipped when problems=0): counterfactual forks on training problems
+(`counterfactual.collect`, kept in the workdir as FORKS_FILE and reused) label each mismatch by what keeping the
+draft's token does to the final answer; `counterfactual.fit_policy` fits the policy to them. A sparse, mostly
+negative reward alone teaches a fresh policy only "never keep the draft" (measured; see the README), so REINFORCE
+starts from there. The warm-started state is checkpointed as step 0.
+
+Each REINFORCE step draws P training prompts (a pure function of (seed, step)), gives each a `lam` from `config.rl.lams`, and
 decodes K rollouts of each with the stochastic policy in one compiled call. Reward = final-answer correctness +
 lam * (tokens per target call) / (gamma + 1). A leave-one-out baseline within each prompt's K rollouts gives the
 advantages; the update is `reinforce.make_update`. Policy, optimizer state, step and RNG are checkpointed with orbax,
@@ -26,8 +32,11 @@ from cospec_jax.decoding.cospec import ArbiterPolicy, init_policy
 from cospec_jax.models import load_hf_checkpoint
 from cospec_jax.tasks import answers
 from cospec_jax.train import data as data_lib
-from cospec_jax.train import reinforce, trainer
+from cospec_jax.train import counterfactual, reinforce, trainer
 from cospec_jax.train.checkpoint import Checkpointer, abstract, restore_once
+
+
+FORKS_FILE = 'counterfactual_forks.npz'
 
 
 @flax.struct.dataclass
@@ -73,6 +82,27 @@ def initial_state(config: ml_collections.ConfigDict, target, draft) -> ArbiterSt
                       jax.random.key_data(jax.random.PRNGKey(config.seed + 1)))
 
 
+def warm_start(config: ml_collections.ConfigDict, workdir: str, state: ArbiterState, target, draft, tokenizer,
+               train_problems) -> ArbiterState:
+  """`state` with the policy fitted to counterfactual forks of the first warm_start.problems training problems."""
+  ws, path = config.warm_start, os.path.join(workdir, FORKS_FILE)
+  if os.path.exists(path):
+    forks = counterfactual.Forks.load(path)
+  else:
+    t0 = time.time()
+    forks = counterfactual.collect(target, draft, tokenizer, train_problems[:ws.problems], config.rl.gamma,
+                                   config.rl.max_new_tokens, ws.batch_size, progress=config.rl.progress_bar)
+    forks.save(path)
+    print(f'arbiter warm start: {len(forks.problem_N)} forks from {ws.problems} problems, '
+          f'{int(np.sum(forks.fork_right_N & ~forks.target_right_N))} fix a wrong answer, '
+          f'{int(np.sum(forks.target_right_N & ~forks.fork_right_N))} break a right one ({time.time() - t0:.0f} s)')
+  policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
+  params, loss = counterfactual.fit_policy(policy, state.params, forks, config.rl.lams, ws.speed_bonus, ws.steps,
+                                           ws.learning_rate)
+  print(f'arbiter warm start: fitted, loss {loss:.4f}')
+  return state.replace(params=params, opt_state=make_optimizer(config.rl).init(params))
+
+
 def restore_state(config: ml_collections.ConfigDict, workdir: str, step=None) -> ArbiterState:
   """The checkpointed arbiter state of `workdir` (the latest step by default)."""
   target, draft = load_pair(config)
@@ -94,6 +124,9 @@ def train_arbiter(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), rl.save_every, rl.keep)
   if checkpointer.latest_step() is not None:
     _, state = checkpointer.restore(abstract(state), None if rl.restore_step < 0 else rl.restore_step)
+  elif config.warm_start.problems > 0:
+    state = warm_start(config, workdir, state, target, draft, tokenizer, train_problems)
+    checkpointer.save(0, state, force=True)
   start = int(state.step)
   writer = trainer.MetricsWriter(workdir, start)
   P, K = rl.prompts_per_step, rl.rollouts_per_prompt
@@ -128,25 +161,3 @@ def train_arbiter(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.close()
   print(f'arbiter: step {int(state.step)}, {time.time() - t0:.0f} s, last {last}')
   return last
-
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str, policy_params, lams, problems) -> list[dict]:
-  """Greedy decoding of `problems` with the deterministic arbiter at each lam, and with none (exact SPD)."""
-  target, draft = load_pair(config)
-  tokenizer = trainer.task_from_config(config.data)[1]
-  decoder = decoder_for(target, draft, config, tokenizer, sample_actions=False)
-  rows = []
-  for lam in [None] + list(lams):
-    rule_params = None if lam is None else {'policy': policy_params, 'lam': float(lam)}
-    correct, generated, calls = [], 0, 0
-    for start in range(0, len(problems), config.eval.batch_size):
-      chunk = problems[start:start + config.eval.batch_size]
-      prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in chunk]
-      gen = decoder.generate(target[1], draft[1], prompts, rule_params=rule_params)
-      correct += [answers.is_correct(tokenizer.decode(c), p['answer']) for c, p in zip(gen.completions(), chunk)]
-      st = jax.device_get(gen.stats)
-      generated, calls = generated + int(st.generated_B.sum()), calls + int(st.target_calls_B.sum())
-    rows.append({'method': 'spd_exact' if lam is None else f'cospec_lam{lam:g}', 'lam': lam,
-                 'accuracy': float(np.mean(correct)), 'correct': [bool(c) for c in correct],
-                 'tokens_per_target_call': generated / max(calls, 1)})
-  return rows

@@ -75,3 +75,72 @@ def supervised_config(name: str, seed: int, smoke: bool, **model) -> ml_collecti
   config.train = train_config(smoke)
   config.eval = eval_config(smoke)
   return config
+
+
+def target_config(smoke: bool) -> ml_collections.ConfigDict:
+  """The embedded target (0.80M parameters): configs/train_target.py."""
+  return supervised_config('target', seed=1, smoke=smoke,
+                           d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, ffw_dim=384)
+
+
+def draft_config(smoke: bool) -> ml_collections.ConfigDict:
+  """The embedded draft (0.10M parameters): configs/train_draft.py."""
+  return supervised_config('draft', seed=2, smoke=smoke,
+                           d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=32, ffw_dim=192)
+
+
+def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
+                   draft_workdir: str = 'runs/draft') -> ml_collections.ConfigDict:
+  """A whole config for the 'train_arbiter' job: configs/train_arbiter.py."""
+  config = ml_collections.ConfigDict()
+  config.job = 'train_arbiter'  # What cospec_jax.main runs.
+  config.seed = 3  # Policy init, prompt order and rollout randomness.
+  config.data = arithmetic_data(smoke)  # Must be the data the pair was trained on.
+  config.pair = ml_collections.ConfigDict(dict(
+      target_workdir=target_workdir,  # Workdir of the target's 'train' job (its hf/ export is read).
+      draft_workdir=draft_workdir,  # Workdir of the draft's.
+  ))
+  config.policy = ml_collections.ConfigDict(dict(
+      hidden=64,  # MLP width.
+      projection=16,  # Width each model's hidden state is projected to.
+  ))
+  config.warm_start = ml_collections.ConfigDict(dict(
+      problems=64 if smoke else 12_000,  # Training problems whose mismatches are forked and labelled; 0 skips.
+      batch_size=32 if smoke else 128,  # Rows per decode call while forking.
+      steps=50 if smoke else 1000,  # Full-batch Adam steps of the supervised fit.
+      learning_rate=3e-3,
+      speed_bonus=0.2,  # Reward per kept draft token at lam = 1, in answers (about 1/(gamma+1) calls saved).
+  ))
+  config.rl = ml_collections.ConfigDict(dict(
+      steps=4 if smoke else 50,  # Policy updates after the warm start.
+      prompts_per_step=4 if smoke else 16,  # P: distinct training prompts per update.
+      rollouts_per_prompt=4 if smoke else 8,  # K: rollouts of each (the leave-one-out group).
+      lams=(0.0, 0.5, 1.0),  # Speed/accuracy knob values; each prompt group draws one.
+      gamma=8,  # Draft tokens per target call (8 leaves fewer mismatches at bonus positions, out of CoSpec's reach).
+      max_new_tokens=16 if smoke else 64,  # Solution length cap.
+      max_decisions=32,  # Decision slots recorded per rollout (more are dropped and counted).
+      learning_rate=1e-4,
+      entropy_coef=0.0,  # Entropy bonus weight.
+      grad_clip=1.0,
+      save_every=2 if smoke else 25,
+      keep=3,
+      restore_step=-1,  # -1 resumes from the latest checkpoint.
+      progress_bar=not smoke,
+  ))
+  config.eval = eval_config(smoke)
+  return config
+
+
+def table_config(smoke: bool) -> ml_collections.ConfigDict:
+  """config.table: what `cospec_jax.evaluate` compares, and how."""
+  return ml_collections.ConfigDict(dict(
+      num_examples=32 if smoke else 500,  # Test problems.
+      batch_size=32 if smoke else 125,  # Rows per decode call for accuracy.
+      temperature=0.7,  # Of the sampling row (rejection sampling).
+      relaxed=dict(topk=dict(k=2), threshold=dict(draft_confidence=0.8, target_floor=0.05),
+                   fly=dict(min_entropy=0.5, window=2)),  # Relaxed rules and their settings, by rule name.
+      judge_max_harm=0.5,  # The judge keeps the draft where predicted harm is below this.
+      lams=(0.0, 0.5, 1.0),  # CoSpec's points.
+      timing=dict(problems=8 if smoke else 100,  # Batch-1 timing runs on this many test problems.
+                  repeats=1 if smoke else 3),  # Timed passes per measurement; the fastest counts.
+  ))

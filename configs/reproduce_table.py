@@ -1,0 +1,23 @@
+"""The paper's table on the embedded pair: every method on the test split, with intervals, McNemar and speed.
+
+Needs the trained pair and arbiter (configs/train_*.py), or run configs/pipeline.py, which does all.
+Run:
+  python experiments/reproduce_table.py --config=configs/reproduce_table.py --workdir=runs/table \
+      --config.pair.target_workdir=runs/target --config.pair.draft_workdir=runs/draft \
+      --config.arbiter_workdir=runs/arbiter
+Writes results.json, table.md and pareto.png to the workdir. Runtime: about 3 minutes on a 2-core CPU; smoke ~1 min.
+"""
+
+import ml_collections
+
+from cospec_jax.train import defaults
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """`arg`: '' for the real run, 'smoke' for a short version of the same thing."""
+  smoke = arg == 'smoke'
+  config = defaults.arbiter_config(smoke)  # The arbiter's own settings (policy shape, gamma, answer length).
+  config.job = 'reproduce_table'
+  config.arbiter_workdir = 'runs/arbiter'  # Workdir of configs/train_arbiter.py (checkpoints and forks are read).
+  config.table = defaults.table_config(smoke)
+  return config

@@ -1,0 +1,179 @@
+"""Counterfactual swaps: at each mismatch of the target's own trajectory, what if the draft's token had been kept?
+
+`collect` decodes problems with greedy speculative decoding (= the target's greedy answer) under an always-"target"
+CoSpec arbiter, whose decision records hold, for every mismatch the scan met, exactly the features a CoSpec policy
+sees there. Each mismatch is then replayed with the draft's token forced and the target continuing greedily, and
+both answers are scored. From these labelled forks come:
+  - `fit_policy`: a supervised warm start for the CoSpec arbiter (keep the draft where that gains reward),
+  - `fit_judge`: the AutoJudge-style baseline, a logistic head on the target's hidden state predicting harm,
+  - `oracle_keep_at`: for each problem, a mismatch where keeping the draft turns a wrong answer right (the `oracle`
+    rule's upper bound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from cospec_jax.decoding import AutoregressiveDecoder, CoSpec, DecodeSettings, Exact, SpeculativeDecoder
+from cospec_jax.decoding.cospec import SCALAR_FEATURES, ArbiterPolicy, set_input_statistics
+from cospec_jax.tasks import answers
+from cospec_jax.tasks.tokenizer import Tokenizer
+from cospec_jax.train import data as data_lib
+
+_LAM = SCALAR_FEATURES.index('lam')
+
+
+@dataclasses.dataclass
+class Forks:
+  """N labelled mismatches (numpy arrays, leading axis N) and the per-problem outcome of the target's answer."""
+
+  problem_N: np.ndarray  # int: index into the problems passed to `collect`.
+  answer_index_N: np.ndarray  # int: where in the answer the mismatch is.
+  draft_token_N: np.ndarray  # int: the draft's token there.
+  scalars_NxF: np.ndarray  # The arbiter's scalar features (lam column 0).
+  target_hidden_NxD: np.ndarray
+  draft_hidden_NxD: np.ndarray
+  fork_right_N: np.ndarray  # bool: keeping the draft's token, then the target greedily, answers right.
+  target_right_P: np.ndarray  # bool [P]: the target's own greedy answer is right, per problem.
+
+  @property
+  def target_right_N(self) -> np.ndarray:
+    return self.target_right_P[self.problem_N]
+
+  def save(self, path: str) -> None:
+    """Writes an .npz atomically (a killed write leaves no file under `path`)."""
+    tmp = path + '.tmp.npz'
+    np.savez(tmp, **dataclasses.asdict(self))
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> 'Forks':
+    with np.load(path) as f:
+      return cls(**{k: f[k] for k in f.files})
+
+
+def score(tokenizer: Tokenizer, completions: Sequence[Sequence[int]], problems: Sequence[dict]) -> np.ndarray:
+  """bool [N]: each completion's final answer is the problem's."""
+  return np.array([answers.is_correct(tokenizer.decode(list(c)), p['answer'])
+                   for c, p in zip(completions, problems)], bool)
+
+
+def continue_forks(target, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], heads: Sequence[Sequence[int]],
+                   max_new_tokens: int, batch_size: int) -> list[list[int]]:
+  """The target's greedy continuation of each prompt + forced answer head, cut so that head + continuation stays
+  within `max_new_tokens`; returns head + continuation per fork."""
+  decoder = AutoregressiveDecoder(target[0], settings=DecodeSettings.for_tokenizer(tokenizer, max_new_tokens))
+  rests = decoder.generate_in_batches(target[1], [list(p) + list(h) for p, h in zip(prompts, heads)], batch_size) \
+      if heads else []
+  return [list(h) + r[:max(max_new_tokens - len(h), 0)] for h, r in zip(heads, rests)]
+
+
+def collect(target, draft, tokenizer: Tokenizer, problems: Sequence[dict], gamma: int, max_new_tokens: int,
+            batch_size: int, progress: bool = False) -> Forks:
+  """Labelled forks at every mismatch of the target's greedy answers to `problems` (see the module docstring).
+
+  `target` and `draft` are (ModelConfig, params). Every mismatch is recorded (the buffer holds max_new_tokens).
+  """
+  decoder = SpeculativeDecoder(target[0], draft[0], CoSpec(Exact()), gamma,
+                               DecodeSettings.for_tokenizer(tokenizer, max_new_tokens), max_decisions=max_new_tokens)
+  prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
+  completions, fields = [], {k: [] for k in ('problem_N', 'answer_index_N', 'draft_token_N', 'scalars_NxF',
+                                             'target_hidden_NxD', 'draft_hidden_NxD')}
+  chunks = decoder.generate_in_batches(target[1], draft[1], prompts, batch_size)
+  for start, (gen, n) in zip(range(0, len(prompts), batch_size),
+                             tqdm.tqdm(chunks, total=-(-len(prompts) // batch_size), desc='forks', disable=not progress)):
+    completions += [c.tolist() for c in gen.completions()[:n]]
+    rec = jax.device_get(gen.records)
+    rows_N, slots_N = np.nonzero(rec.mask_BxG[:n])
+    fields['problem_N'].append(start + rows_N)
+    fields['answer_index_N'].append(rec.answer_index_BxG[rows_N, slots_N])
+    fields['draft_token_N'].append(rec.draft_tokens_BxG[rows_N, slots_N])
+    fields['scalars_NxF'].append(rec.scalars_BxGxF[rows_N, slots_N])
+    fields['target_hidden_NxD'].append(rec.target_hidden_BxGxD[rows_N, slots_N].astype(np.float32))
+    fields['draft_hidden_NxD'].append(rec.draft_hidden_BxGxD[rows_N, slots_N].astype(np.float32))
+  fields = {k: np.concatenate(v) for k, v in fields.items()}
+  heads = [completions[i][:j] + [t] for i, j, t in zip(fields['problem_N'], fields['answer_index_N'],
+                                                       fields['draft_token_N'])]
+  forked = continue_forks(target, tokenizer, [prompts[i] for i in fields['problem_N']], heads, max_new_tokens,
+                          batch_size)
+  return Forks(**fields, fork_right_N=score(tokenizer, forked, [problems[i] for i in fields['problem_N']]),
+               target_right_P=score(tokenizer, completions, problems))
+
+
+def oracle_keep_at(forks: Forks) -> np.ndarray:
+  """int [P]: per problem the answer index of its first mismatch where keeping the draft turns a wrong answer right;
+  -1 where the target is right or no such mismatch exists."""
+  keep_at_P = np.full(forks.target_right_P.shape, -1, np.int64)
+  fixes = forks.fork_right_N & ~forks.target_right_N
+  for i, j in sorted(zip(forks.problem_N[fixes], forks.answer_index_N[fixes]), reverse=True):
+    keep_at_P[i] = j  # Sorted descending, so the first (smallest) index per problem is written last.
+  return keep_at_P
+
+
+def _fit(loss_fn, params, steps: int, learning_rate: float):
+  optimizer = optax.adam(learning_rate)
+
+  @jax.jit
+  def step(params, opt_state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  opt_state = optimizer.init(params)
+  for _ in range(steps):
+    params, opt_state, loss = step(params, opt_state)
+  return params, float(loss)
+
+
+def keep_labels(forks: Forks, lam: float, speed_bonus: float) -> tuple[np.ndarray, np.ndarray]:
+  """(keep_N, weight_N): keeping the draft's token changes the reward by
+  delta = fork_right - target_right + lam * speed_bonus; keep where delta > 0, weighted by |delta|."""
+  delta_N = forks.fork_right_N.astype(np.float32) - forks.target_right_N + lam * speed_bonus
+  return (delta_N > 0).astype(np.float32), np.abs(delta_N)
+
+
+def fit_policy(policy: ArbiterPolicy, params, forks: Forks, lams: Sequence[float], speed_bonus: float, steps: int,
+               learning_rate: float, weight_decay: float = 1e-4):
+  """Supervised warm start of the arbiter: weighted logistic regression of `keep_labels` for every lam in `lams`
+  (full batch), after setting the policy's input standardization from the same samples. Returns (params, loss)."""
+  scalars, keep, weight = [], [], []
+  for lam in lams:
+    s = forks.scalars_NxF.copy()
+    s[:, _LAM] = lam
+    k, w = keep_labels(forks, lam, speed_bonus)
+    scalars.append(s), keep.append(k), weight.append(w)
+  reps = len(lams)
+  scalars, keep, weight = (jnp.asarray(np.concatenate(x)) for x in (scalars, keep, weight))
+  target_hidden = jnp.asarray(np.tile(forks.target_hidden_NxD, (reps, 1)))
+  draft_hidden = jnp.asarray(np.tile(forks.draft_hidden_NxD, (reps, 1)))
+  params = set_input_statistics(params, scalars, target_hidden, draft_hidden)
+
+  def loss_fn(p):
+    logit = policy.apply({'params': p}, scalars, target_hidden, draft_hidden)
+    nll = jnp.sum(weight * optax.sigmoid_binary_cross_entropy(logit, keep)) / jnp.maximum(jnp.sum(weight), 1e-6)
+    kernels = [layer['kernel'] for layer in p.values() if isinstance(layer, dict)]  # Not the fixed statistics.
+    return nll + weight_decay * sum(jnp.sum(k ** 2) for k in kernels)
+
+  return _fit(loss_fn, params, steps, learning_rate)
+
+
+def fit_judge(forks: Forks, steps: int = 1000, learning_rate: float = 1e-2, weight_decay: float = 1e-3) -> dict:
+  """The `judge` rule's head: logistic regression of "keeping the draft here turns a right answer wrong" on the
+  target's hidden state. Returns {'w': [D], 'b': []}."""
+  x = jnp.asarray(forks.target_hidden_NxD)
+  harm = jnp.asarray((forks.target_right_N & ~forks.fork_right_N).astype(np.float32))
+
+  def loss_fn(p):
+    logit = x @ p['w'] + p['b']
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logit, harm)) + weight_decay * jnp.sum(p['w'] ** 2)
+
+  params = {'w': jnp.zeros((x.shape[1],), jnp.float32), 'b': jnp.zeros((), jnp.float32)}
+  return _fit(loss_fn, params, steps, learning_rate)[0]
