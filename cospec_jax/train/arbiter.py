@@ -88,6 +88,9 @@ def warm_start(config: ml_collections.ConfigDict, workdir: str, state: ArbiterSt
   ws, path = config.warm_start, os.path.join(workdir, FORKS_FILE)
   if os.path.exists(path):
     forks = counterfactual.Forks.load(path)
+    if len(forks.target_right_P) != ws.problems:
+      raise ValueError(f'{path} holds forks of {len(forks.target_right_P)} problems, but '
+                       f'config.warm_start.problems={ws.problems}. Delete the file to fork again, or set the count.')
   else:
     t0 = time.time()
     forks = counterfactual.collect(target, draft, tokenizer, train_problems[:ws.problems], config.rl.gamma,

@@ -112,7 +112,7 @@ def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
       speed_bonus=0.2,  # Reward per kept draft token at lam = 1, in answers (about 1/(gamma+1) calls saved).
   ))
   config.rl = ml_collections.ConfigDict(dict(
-      steps=4 if smoke else 50,  # Policy updates after the warm start.
+      steps=4 if smoke else 400,  # Policy updates after the warm start.
       prompts_per_step=4 if smoke else 16,  # P: distinct training prompts per update.
       rollouts_per_prompt=4 if smoke else 8,  # K: rollouts of each (the leave-one-out group).
       lams=(0.0, 0.5, 1.0),  # Speed/accuracy knob values; each prompt group draws one.
