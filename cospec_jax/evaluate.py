@@ -126,8 +126,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
   settings = DecodeSettings.for_tokenizer(tokenizer, config.rl.max_new_tokens)
   policy_params = arbiter.restore_state(config, config.arbiter_workdir).params
-  judge_params = counterfactual.fit_judge(
-      counterfactual.Forks.load(os.path.join(config.arbiter_workdir, arbiter.FORKS_FILE)))
+  forks_path = os.path.join(config.arbiter_workdir, arbiter.FORKS_FILE)
+  if not os.path.exists(forks_path):
+    raise FileNotFoundError(f'The judge is trained on the arbiter\'s counterfactual forks, and {forks_path} does not '
+                            'exist: train the arbiter with config.warm_start.problems > 0 first.')
+  judge_params = counterfactual.fit_judge(counterfactual.Forks.load(forks_path))
   test_forks = counterfactual.collect(target, draft, tokenizer, problems, config.rl.gamma, config.rl.max_new_tokens,
                                       t.batch_size)
   rows = []

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -17,10 +18,12 @@ def test_a_good_program_passes_and_may_use_its_directory():
   assert sandbox.run('raise SystemExit(3)', LIMITS).status == 'failed'
 
 
-def test_infinite_loop_is_stopped_by_the_timeout():
+def test_infinite_loop_is_stopped_by_the_timeout_or_the_cpu_limit():
   t0 = time.time()
-  r = sandbox.run('while True:\n  pass', LIMITS)
-  assert r.status == 'timeout' and time.time() - t0 < LIMITS.timeout_s + 2
+  r = sandbox.run('while True:\n  pass', sandbox.Limits(timeout_s=2, cpu_s=60))
+  assert r.status == 'timeout' and time.time() - t0 < 2 + 2
+  r = sandbox.run('while True:\n  pass', sandbox.Limits(timeout_s=60, cpu_s=1))
+  assert r.status == 'failed' and r.returncode in (-signal.SIGXCPU, -signal.SIGKILL)  # RLIMIT_CPU's signals.
 
 
 def test_fork_bomb_is_refused():
