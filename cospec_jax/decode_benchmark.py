@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cospec_jax import files
 from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, Exact, SpeculativeDecoder
 from cospec_jax.decoding.prompts import pad_prompts
 from cospec_jax.models import ModelConfig, config as config_lib, init_params, load_hf_checkpoint, save_hf_checkpoint, transformer
@@ -184,9 +185,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   result = dict(target_params=tc.num_params(), draft_params=dc.num_params(), dtype=cfg.dtype,
                 platform=jax.devices()[0].platform, max_new_tokens=cfg.max_new_tokens, rows=rows)
   path = os.path.join(workdir, 'bench_decode.json')
-  with open(path + '.tmp', 'w') as f:
-    json.dump(result, f, indent=2)
-  os.replace(path + '.tmp', path)
+  files.write_atomically(path, json.dumps(result, indent=2))
   print(f'wrote {path}')
   return result
 

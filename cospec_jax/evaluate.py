@@ -14,6 +14,7 @@ has been measured, so a failing run leaves an earlier table intact).
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -25,9 +26,11 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
+from cospec_jax import files
 from cospec_jax.decoding import (AutoregressiveDecoder, DecodeSettings, Exact, RejectionSampling, Sampling,
                                  SpeculativeDecoder, make_rule)
 from cospec_jax.decoding.cospec import ArbiterPolicy, CoSpec
+from cospec_jax.tasks import answers
 from cospec_jax.train import arbiter, counterfactual, trainer
 from cospec_jax.train import data as data_lib
 
@@ -92,11 +95,7 @@ def decode(method: Method, target, draft, prompts, batch_size: int, settings: De
     decoder = AutoregressiveDecoder(config, settings=settings)
 
     def chunks():
-      for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start:start + batch_size])
-        n = len(chunk)
-        yield decoder.generate(params, chunk + [chunk[-1]] * (batch_size - n), jax.random.fold_in(rng, start),
-                               buckets), n
+      return decoder.generate_batches(params, prompts, batch_size, rng, buckets)
   else:
     decoder = SpeculativeDecoder(target[0], draft[0], method.rule, gamma, settings)
 
@@ -141,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     one = decode(dataclasses.replace(method, row_params=None if method.row_params is None else
                                      {k: v[:n_time] for k, v in method.row_params.items()}),
                  target, draft, prompts[:n_time], 1, settings, config.rl.gamma, config.seed + i, t.timing.repeats)
-    correct = counterfactual.score(tokenizer, full['completions'], problems)
+    correct = answers.score_completions(tokenizer, full['completions'], problems)
     rows.append({'method': method.name, 'lam': method.lam, 'sampled': method.sampled,
                  'correct': correct.tolist(), 'accuracy': float(correct.mean()),
                  'accuracy_ci95': wilson_interval(int(correct.sum()), len(correct)),
@@ -158,8 +157,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {'problems': len(problems), 'batch_size': t.batch_size, 'timing_problems': min(t.timing.problems,
                                                                                           len(problems)),
              'gamma': config.rl.gamma, 'device': str(jax.devices()[0].device_kind), 'rows': rows}
-  _write_atomically(os.path.join(workdir, 'results.json'), json.dumps(results, indent=1))
-  _write_atomically(os.path.join(workdir, 'table.md'), format_table(results))
+  files.write_atomically(os.path.join(workdir, 'results.json'), json.dumps(results, indent=1))
+  files.write_atomically(os.path.join(workdir, 'table.md'), format_table(results))
   plot_pareto(results, os.path.join(workdir, 'pareto.png'))
   print(format_table(results))
   return results
@@ -200,14 +199,7 @@ def plot_pareto(results: dict, path: str) -> None:
   ax.legend(loc='lower left')
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=120)
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=120)
   plt.close(fig)
-  os.replace(tmp, path)
-
-
-def _write_atomically(path: str, text: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  files.write_atomically(path, png.getvalue())

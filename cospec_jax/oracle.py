@@ -21,6 +21,7 @@ from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings
 from cospec_jax.models import ModelConfig, transformer
 from cospec_jax.tasks import answers
 from cospec_jax.tasks.tokenizer import Tokenizer
+from cospec_jax.train import counterfactual
 from cospec_jax.train import data as data_lib
 
 
@@ -56,22 +57,19 @@ def run(target: tuple, draft: tuple, tokenizer: Tokenizer, problems: Sequence[di
   (tc, tp), (dc, dp) = target, draft
   prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
   completions = _decode_all(tc, tp, prompts, tokenizer, max_new_tokens, batch_size)
-  target_right = [answers.is_correct(tokenizer.decode(c), p['answer']) for c, p in zip(completions, problems)]
+  target_right = answers.score_completions(tokenizer, completions, problems)
   # The draft's choice at each generated position, given the target's prefix.
   draft_next = _draft_choices(dc, dp, [p + c for p, c in zip(prompts, completions)], tokenizer.pad_id, batch_size)
-  forks = []  # (problem, position in completion, forced prompt)
+  forks = []  # (problem, position in completion, forced answer head)
   for i, (prompt, completion) in enumerate(zip(prompts, completions)):
     for j, token in enumerate(completion):
       choice = int(draft_next[i][len(prompt) + j - 1])
       if choice != token:
-        forks.append((i, j, prompt + completion[:j] + [choice]))
+        forks.append((i, j, completion[:j] + [choice]))
   n_tokens = sum(len(c) for c in completions)
-  budget = [max_new_tokens - j - 1 for _, j, _ in forks]
-  continued = _decode_all(tc, tp, [f[2] for f in forks], tokenizer, max_new_tokens, batch_size) if forks else []
-  fork_right = []
-  for (i, j, forced), rest, left in zip(forks, continued, budget):
-    text = tokenizer.decode(forced[len(prompts[i]):] + rest[:max(left, 0)])
-    fork_right.append(answers.is_correct(text, problems[i]['answer']))
+  forked = counterfactual.continue_forks(target, tokenizer, [prompts[i] for i, _, _ in forks],
+                                         [head for _, _, head in forks], max_new_tokens, batch_size)
+  fork_right = answers.score_completions(tokenizer, forked, [problems[i] for i, _, _ in forks])
   by_problem = {}
   for (i, _, _), right in zip(forks, fork_right):
     by_problem.setdefault(i, []).append(right)

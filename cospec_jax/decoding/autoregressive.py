@@ -114,13 +114,17 @@ class AutoregressiveDecoder:
     rng = jax.random.PRNGKey(0) if rng is None else rng
     return self(params, jnp.asarray(tokens_BxP), jnp.asarray(lengths_B), rng)
 
+  def generate_batches(self, params, prompts: Sequence[Sequence[int]], batch_size: int,
+                       rng: Optional[jax.Array] = None,
+                       buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS):
+    """Yields (Generation, n) for consecutive chunks of `prompts`, `batch_size` rows per compiled call
+    (`prompts.padded_chunks`: only the first n rows of a chunk are real). Chunk keys are `rng` folded with the
+    chunk's start; with no `rng`, every chunk uses `generate`'s default key."""
+    for start, chunk, n in prompts_lib.padded_chunks(prompts, batch_size):
+      yield self.generate(params, chunk, None if rng is None else jax.random.fold_in(rng, start), buckets), n
+
   def generate_in_batches(self, params, prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Greedy/sampled completions of any number of prompts, `batch_size` rows per compiled call (the last chunk is
-    padded with copies, so every call has the same shape). Returns one token list per prompt."""
-    out = []
-    for start in range(0, len(prompts), batch_size):
-      chunk = list(prompts[start:start + batch_size])
-      n = len(chunk)
-      chunk += [chunk[-1]] * (batch_size - n)
-      out += [c.tolist() for c in self.generate(params, chunk).completions()[:n]]
-    return out
+    """Greedy/sampled completions of any number of prompts, `batch_size` rows per compiled call. Returns one token
+    list per prompt."""
+    return [c.tolist() for gen, n in self.generate_batches(params, prompts, batch_size)
+            for c in gen.completions()[:n]]

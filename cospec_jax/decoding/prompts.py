@@ -71,3 +71,12 @@ def prepare(prompts: Sequence[Sequence[int]], pad_id: int, vocab_size: int,
   tokens_BxP, lengths_B = pad_prompts(prompts, pad_id, buckets)
   check_prompts(tokens_BxP, lengths_B, vocab_size)
   return tokens_BxP, lengths_B
+
+
+def padded_chunks(prompts: Sequence[Sequence[int]], batch_size: int):
+  """Yields (start, chunk, n): consecutive `batch_size` prompts from index `start`, a short last chunk padded with
+  copies of its last prompt (so every call has the same shape); only the first n rows are real."""
+  for start in range(0, len(prompts), batch_size):
+    chunk = list(prompts[start:start + batch_size])
+    n = len(chunk)
+    yield start, chunk + [chunk[-1]] * (batch_size - n), n

@@ -185,13 +185,10 @@ class SpeculativeDecoder:
                           rng: Optional[jax.Array] = None, rule_params: Any = None, row_params: Any = None,
                           buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS):
     """Yields (Generation, n) for consecutive chunks of `prompts`, `batch_size` rows per compiled call; a short last
-    chunk is padded with copies of its last prompt, and only its first n rows are real. `row_params` is a pytree of
+    chunk is padded with copies of its last prompt (`prompts.padded_chunks`), and only its first n rows are real. `row_params` is a pytree of
     per-prompt arrays [N, ...]; each chunk's slice is merged into `rule_params` (e.g. Oracle's keep_at_B)."""
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    for start in range(0, len(prompts), batch_size):
-      chunk = list(prompts[start:start + batch_size])
-      n = len(chunk)
-      chunk += [chunk[-1]] * (batch_size - n)
+    for start, chunk, n in prompts_lib.padded_chunks(prompts, batch_size):
       params = rule_params
       if row_params is not None:
         rows = np.minimum(np.arange(start, start + batch_size), start + n - 1)

@@ -10,6 +10,8 @@ import decimal
 import re
 from typing import Optional
 
+import numpy as np
+
 _NUMBER = re.compile(r'[-+]?\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\$?\s*\.\d+')
 _MARKER = '####'
 
@@ -45,6 +47,11 @@ def extract_answer(solution: str, fallback_to_last_number: bool = False) -> Opti
     numbers = _NUMBER.findall(solution)
     return normalize_number(numbers[-1]) if numbers else None
   return None
+
+
+def score_completions(tokenizer, completions, problems) -> np.ndarray:
+  """bool [N]: each completion's (token ids) final answer is its problem's ('answer' field)."""
+  return np.array([is_correct(tokenizer.decode(list(c)), p['answer']) for c, p in zip(completions, problems)], bool)
 
 
 def is_correct(generated: str, reference_answer: str) -> bool:

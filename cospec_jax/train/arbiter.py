@@ -64,8 +64,7 @@ def decoder_for(target, draft, config: ml_collections.ConfigDict, tokenizer, sam
 
 def rewards(generation, problems, tokenizer, lam_B: np.ndarray, gamma: int) -> tuple[np.ndarray, np.ndarray]:
   """(reward_B, correct_B) on the host."""
-  correct_B = np.array([answers.is_correct(tokenizer.decode(c), p['answer'])
-                        for c, p in zip(generation.completions(), problems)], np.float32)
+  correct_B = answers.score_completions(tokenizer, generation.completions(), problems).astype(np.float32)
   st = jax.device_get(generation.stats)
   tau_B = st.generated_B / np.maximum(st.target_calls_B, 1)
   return correct_B + lam_B * tau_B / (gamma + 1), correct_B

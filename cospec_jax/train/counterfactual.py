@@ -13,7 +13,7 @@ both answers are scored. From these labelled forks come:
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 from typing import Sequence
 
 import jax
@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import tqdm
 
+from cospec_jax import files
 from cospec_jax.decoding import AutoregressiveDecoder, CoSpec, DecodeSettings, Exact, SpeculativeDecoder
 from cospec_jax.decoding.cospec import SCALAR_FEATURES, ArbiterPolicy, set_input_statistics
 from cospec_jax.tasks import answers
@@ -50,20 +51,14 @@ class Forks:
 
   def save(self, path: str) -> None:
     """Writes an .npz atomically (a killed write leaves no file under `path`)."""
-    tmp = path + '.tmp.npz'
-    np.savez(tmp, **dataclasses.asdict(self))
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **dataclasses.asdict(self))
+    files.write_atomically(path, buffer.getvalue())
 
   @classmethod
   def load(cls, path: str) -> 'Forks':
     with np.load(path) as f:
       return cls(**{k: f[k] for k in f.files})
-
-
-def score(tokenizer: Tokenizer, completions: Sequence[Sequence[int]], problems: Sequence[dict]) -> np.ndarray:
-  """bool [N]: each completion's final answer is the problem's."""
-  return np.array([answers.is_correct(tokenizer.decode(list(c)), p['answer'])
-                   for c, p in zip(completions, problems)], bool)
 
 
 def continue_forks(target, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], heads: Sequence[Sequence[int]],
@@ -104,8 +99,8 @@ def collect(target, draft, tokenizer: Tokenizer, problems: Sequence[dict], gamma
                                                        fields['draft_token_N'])]
   forked = continue_forks(target, tokenizer, [prompts[i] for i in fields['problem_N']], heads, max_new_tokens,
                           batch_size)
-  return Forks(**fields, fork_right_N=score(tokenizer, forked, [problems[i] for i in fields['problem_N']]),
-               target_right_P=score(tokenizer, completions, problems))
+  return Forks(**fields, fork_right_N=answers.score_completions(tokenizer, forked, [problems[i] for i in fields['problem_N']]),
+               target_right_P=answers.score_completions(tokenizer, completions, problems))
 
 
 def oracle_keep_at(forks: Forks) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 import tqdm
 
+from cospec_jax import files
 from cospec_jax.models import ModelConfig, config as config_lib, init_params, save_hf_checkpoint, transformer
 from cospec_jax.tasks import answers, arithmetic
 from cospec_jax.tasks.tokenizer import CharTokenizer, Tokenizer
@@ -111,9 +112,7 @@ class MetricsWriter:
     if os.path.exists(self.path):
       with open(self.path) as f:
         kept = [line for line in f if line.strip() and json.loads(line).get('step', 0) <= resume_step]
-      with open(self.path + '.tmp', 'w') as f:
-        f.writelines(kept)
-      os.replace(self.path + '.tmp', self.path)
+      files.write_atomically(self.path, ''.join(kept))
     self._file = open(self.path, 'a')
     try:
       from tensorboardX import SummaryWriter
@@ -149,7 +148,7 @@ def greedy_accuracy(model: ModelConfig, params, tokenizer: Tokenizer, problems: 
   decoder = AutoregressiveDecoder(model, settings=DecodeSettings.for_tokenizer(tokenizer, max_new_tokens))
   prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
   completions = decoder.generate_in_batches(params, prompts, batch_size)
-  correct = [answers.is_correct(tokenizer.decode(c), p['answer']) for c, p in zip(completions, problems)]
+  correct = answers.score_completions(tokenizer, completions, problems)
   n = len(correct)
   return {'accuracy': float(np.mean(correct)) if n else 0.0, 'correct': int(np.sum(correct)), 'total': n,
           'per_problem': [bool(c) for c in correct]}
@@ -219,9 +218,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _write_json(path: str, obj: Any) -> None:
-  with open(path + '.tmp', 'w') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(path + '.tmp', path)
+  files.write_atomically(path, json.dumps(obj, indent=2))
 
 
 def restore_params(workdir: str, config: ml_collections.ConfigDict, step: Optional[int] = None):
