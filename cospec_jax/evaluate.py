@@ -26,13 +26,11 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from cospec_jax import files
+from cospec_jax import files, sharding
 from cospec_jax.decoding import (AutoregressiveDecoder, DecodeSettings, Exact, RejectionSampling, Sampling,
                                  SpeculativeDecoder, make_rule)
 from cospec_jax.decoding.cospec import ArbiterPolicy, CoSpec
-from cospec_jax.tasks import answers
-from cospec_jax.train import arbiter, counterfactual, trainer
-from cospec_jax.train import data as data_lib
+from cospec_jax.train import arbiter, counterfactual
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,19 +83,20 @@ def methods(config: ml_collections.ConfigDict, policy_params, judge_params, orac
 
 
 def decode(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
-           seed: int, repeats: int = 3) -> dict:
+           seed: int, repeats: int = 3, mesh=None) -> dict:
   """Decodes every prompt with `method`; returns completions, counts and the fastest of `repeats` timed passes.
-  Every prompt is padded to the longest, so one compiled shape serves all batches, compiled before the clock."""
+  Every prompt is padded to the longest, so one compiled shape serves all batches, compiled before the clock.
+  With a mesh, the params must already be placed on it (arbiter.load_pair)."""
   rng = jax.random.PRNGKey(seed)
   buckets = (max(len(p) for p in prompts),)
   if method.model is not None:
     config, params = target if method.model == 'target' else draft
-    decoder = AutoregressiveDecoder(config, settings=settings)
+    decoder = AutoregressiveDecoder(config, settings=settings, mesh=mesh)
 
     def chunks():
       return decoder.generate_batches(params, prompts, batch_size, rng, buckets)
   else:
-    decoder = SpeculativeDecoder(target[0], draft[0], method.rule, gamma, settings)
+    decoder = SpeculativeDecoder(target[0], draft[0], method.rule, gamma, settings, mesh=mesh)
 
     def chunks():
       return decoder.generate_in_batches(target[1], draft[1], prompts, batch_size, rng, method.rule_params,
@@ -108,7 +107,7 @@ def decode(method: Method, target, draft, prompts, batch_size: int, settings: De
     completions, generated, calls = [], 0, 0
     t0 = time.perf_counter()
     for gen, n in chunks():
-      st = jax.device_get(gen.stats)
+      st = sharding.fetch(gen.stats)
       completions += gen.completions()[:n]
       generated, calls = generated + int(st.generated_B[:n].sum()), calls + int(st.target_calls_B[:n].sum())
     seconds.append(time.perf_counter() - t0)
@@ -119,28 +118,31 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Evaluates every method (see module docstring) and writes results.json, table.md, pareto.png to `workdir`."""
   os.makedirs(workdir, exist_ok=True)
   t = config.table
-  target, draft = arbiter.load_pair(config)
-  tokenizer, splits = trainer.load_task(config.data, config.pair.target_workdir)
-  problems = splits['test'][:t.num_examples]
-  prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
-  settings = DecodeSettings.for_tokenizer(tokenizer, config.rl.max_new_tokens)
+  mesh = sharding.mesh_from_config(config)
+  small_batch = 1 if mesh is None else mesh.shape[sharding.DATA]  # The smallest batch the mesh splits.
+  target, draft = arbiter.load_pair(config, mesh)
+  task = arbiter.load_task(config, config.pair.target_workdir)
+  problems = task.problems('test')[:t.num_examples]
+  prompts = [task.prompt(p) for p in problems]
+  settings = DecodeSettings.for_tokenizer(task.tokenizer, config.rl.max_new_tokens)
   policy_params = arbiter.restore_state(config, config.arbiter_workdir).params
   forks_path = os.path.join(config.arbiter_workdir, arbiter.FORKS_FILE)
   if not os.path.exists(forks_path):
     raise FileNotFoundError(f'The judge is trained on the arbiter\'s counterfactual forks, and {forks_path} does not '
                             'exist: train the arbiter with config.warm_start.problems > 0 first.')
   judge_params = counterfactual.fit_judge(counterfactual.Forks.load(forks_path))
-  test_forks = counterfactual.collect(target, draft, tokenizer, problems, config.rl.gamma, config.rl.max_new_tokens,
-                                      t.batch_size)
+  test_forks = counterfactual.collect(target, draft, task, problems, config.rl.gamma, config.rl.max_new_tokens,
+                                      t.batch_size, mesh=mesh)
   rows = []
   for i, method in enumerate(methods(config, policy_params, judge_params, counterfactual.oracle_keep_at(test_forks))):
     full = decode(method, target, draft, prompts, t.batch_size, settings, config.rl.gamma, config.seed + i,
-                  t.timing.repeats)
+                  t.timing.repeats, mesh)
     n_time = min(t.timing.problems, len(prompts))
     one = decode(dataclasses.replace(method, row_params=None if method.row_params is None else
                                      {k: v[:n_time] for k, v in method.row_params.items()}),
-                 target, draft, prompts[:n_time], 1, settings, config.rl.gamma, config.seed + i, t.timing.repeats)
-    correct = answers.score_completions(tokenizer, full['completions'], problems)
+                 target, draft, prompts[:n_time], small_batch, settings, config.rl.gamma, config.seed + i,
+                 t.timing.repeats, mesh)
+    correct = task.score(full['completions'], problems)
     rows.append({'method': method.name, 'lam': method.lam, 'sampled': method.sampled,
                  'correct': correct.tolist(), 'accuracy': float(correct.mean()),
                  'accuracy_ci95': wilson_interval(int(correct.sum()), len(correct)),
@@ -154,8 +156,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     row['gained'], row['lost'], row['mcnemar_p'] = mcnemar(row['correct'], reference['correct'])
     row['speedup'] = row['tokens_per_s'] / reference['tokens_per_s']
     row['speedup_batch1'] = row['tokens_per_s_batch1'] / reference['tokens_per_s_batch1']
-  results = {'problems': len(problems), 'batch_size': t.batch_size, 'timing_problems': min(t.timing.problems,
-                                                                                          len(problems)),
+  results = {'problems': len(problems), 'batch_size': t.batch_size, 'small_batch': small_batch,
+             'timing_problems': min(t.timing.problems, len(problems)),
+             'mesh': None if mesh is None else dict(mesh.shape), 'task': task.name,
              'gamma': config.rl.gamma, 'device': str(jax.devices()[0].device_kind), 'rows': rows}
   files.write_atomically(os.path.join(workdir, 'results.json'), json.dumps(results, indent=1))
   files.write_atomically(os.path.join(workdir, 'table.md'), format_table(results))
@@ -166,10 +169,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def format_table(results: dict) -> str:
   """The table as Markdown."""
+  small = results.get('small_batch', 1)
   lines = [f'{results["problems"]} test problems, gamma {results["gamma"]}, accuracy batch {results["batch_size"]}, '
-           f'batch-1 timing on {results["timing_problems"]} problems ({results["device"]}).', '',
+           f'batch-{small} timing on {results["timing_problems"]} problems ({results["device"]}).', '',
            '| method | accuracy | 95% CI | +/- vs target | McNemar p | tokens/call | calls/token | speedup | '
-           'speedup (batch 1) |', '|---|---|---|---|---|---|---|---|---|']
+           f'speedup (batch {small}) |', '|---|---|---|---|---|---|---|---|---|']
   for r in results['rows']:
     lo, hi = r['accuracy_ci95']
     lines.append(f'| {r["method"]} | {r["accuracy"]:.1%} | {lo:.1%}-{hi:.1%} | +{r["gained"]}/-{r["lost"]} | '

@@ -19,10 +19,8 @@ import numpy as np
 
 from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings
 from cospec_jax.models import ModelConfig, transformer
-from cospec_jax.tasks import answers
 from cospec_jax.tasks.tokenizer import Tokenizer
 from cospec_jax.train import counterfactual
-from cospec_jax.train import data as data_lib
 
 
 def _decode_all(model: ModelConfig, params, prompts: Sequence[Sequence[int]], tokenizer: Tokenizer,
@@ -48,16 +46,16 @@ def _draft_choices(model: ModelConfig, params, sequences: Sequence[Sequence[int]
   return out
 
 
-def run(target: tuple, draft: tuple, tokenizer: Tokenizer, problems: Sequence[dict], max_new_tokens: int = 64,
+def run(target: tuple, draft: tuple, task, problems: Sequence[dict], max_new_tokens: int = 64,
         batch_size: int = 64) -> dict:
-  """Runs the counterfactual on `problems` (dicts with 'question' and 'answer'); returns counts and rates.
+  """Runs the counterfactual on `problems` of `task` (tasks/task.py); returns counts and rates.
 
-  `target` and `draft` are (ModelConfig, params) pairs sharing `tokenizer`.
+  `target` and `draft` are (ModelConfig, params) pairs sharing the task's tokenizer.
   """
-  (tc, tp), (dc, dp) = target, draft
-  prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
+  (tc, tp), (dc, dp), tokenizer = target, draft, task.tokenizer
+  prompts = [task.prompt(p) for p in problems]
   completions = _decode_all(tc, tp, prompts, tokenizer, max_new_tokens, batch_size)
-  target_right = answers.score_completions(tokenizer, completions, problems)
+  target_right = task.score(completions, problems)
   # The draft's choice at each generated position, given the target's prefix.
   draft_next = _draft_choices(dc, dp, [p + c for p, c in zip(prompts, completions)], tokenizer.pad_id, batch_size)
   forks = []  # (problem, position in completion, forced answer head)
@@ -69,7 +67,7 @@ def run(target: tuple, draft: tuple, tokenizer: Tokenizer, problems: Sequence[di
   n_tokens = sum(len(c) for c in completions)
   forked = counterfactual.continue_forks(target, tokenizer, [prompts[i] for i, _, _ in forks],
                                          [head for _, _, head in forks], max_new_tokens, batch_size)
-  fork_right = answers.score_completions(tokenizer, forked, [problems[i] for i, _, _ in forks])
+  fork_right = task.score(forked, [problems[i] for i, _, _ in forks])
   by_problem = {}
   for (i, _, _), right in zip(forks, fork_right):
     by_problem.setdefault(i, []).append(right)

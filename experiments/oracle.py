@@ -15,7 +15,7 @@ from ml_collections import config_flags
 
 from cospec_jax import oracle
 from cospec_jax.models import load_hf_checkpoint
-from cospec_jax.train import trainer
+from cospec_jax.tasks import task as task_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/train_target.py', 'Config whose data/eval sections '
                                           'define the problems.')
@@ -29,8 +29,8 @@ def main(argv):
   del argv
   config = _CONFIG.value
   pair = [load_hf_checkpoint(os.path.join(d, 'hf')) for d in (_TARGET.value, _DRAFT.value)]
-  tokenizer, splits = trainer.load_task(config.data, _TARGET.value)
-  result = oracle.run(pair[0], pair[1], tokenizer, splits['test'][:_N.value], config.eval.max_new_tokens)
+  task = task_lib.from_config(config.data, _TARGET.value)
+  result = oracle.run(pair[0], pair[1], task, task.problems('test')[:_N.value], config.eval.max_new_tokens)
   print(oracle.format_report(result))
   path = _OUT.value or os.path.join(_TARGET.value, 'oracle.json')
   with open(path + '.tmp', 'w') as f:

@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 
 import jax
@@ -105,3 +107,36 @@ def test_reproduce_table_smoke(setup, tmp_path):
   table = (tmp_path / 'table.md').read_text()
   assert all(f'| {name} |' in table for name in rows)
   assert (tmp_path / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(setup, tmp_path):
+  """The same smoke run as two processes (jax.distributed on localhost, CPU collectives, one device each, rollouts
+  split over a 2-device data axis): same rollouts, same updates, one set of metrics and checkpoints."""
+  config, root = setup
+  workdir, port = tmp_path / 'two', _free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu')
+  flags = [f'--config.data.data_dir={config.data.data_dir}',
+           f'--config.pair.target_workdir={config.pair.target_workdir}',
+           f'--config.pair.draft_workdir={config.pair.draft_workdir}', '--config.mesh.data=-1',
+           '--config.distributed.enabled=True', f'--config.distributed.coordinator_address=localhost:{port}',
+           '--config.distributed.num_processes=2', f'--workdir={workdir}']
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  procs = [subprocess.Popen([sys.executable, '-m', 'cospec_jax.main', '--config=configs/train_arbiter.py:smoke',
+                             f'--config.distributed.process_id={i}'] + flags, cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert 'arbiter: step 4' in outputs[0] and 'arbiter: step 4' not in outputs[1]  # Process 0 reports.
+  assert [m['step'] for m in _metrics(workdir)] == [1, 2, 3, 4]  # Logged once.
+  np.testing.assert_allclose([m['reward'] for m in _metrics(workdir)], [m['reward'] for m in _metrics(root / 'full')])
+  # Within float tolerance: the summed gradients meet in another order, and Adam rescales small differences.
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                         arbiter.restore_state(config, str(workdir)).params,
+                         arbiter.restore_state(config, str(root / 'full')).params)

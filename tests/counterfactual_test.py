@@ -10,6 +10,7 @@ from cospec_jax import evaluate
 from cospec_jax.decoding import DecodeSettings, Exact, Oracle, SpeculativeDecoder
 from cospec_jax.decoding.cospec import N_SCALAR_FEATURES, ArbiterPolicy, init_policy
 from cospec_jax.tasks import arithmetic
+from cospec_jax.tasks.task import Arithmetic
 from cospec_jax.tasks.tokenizer import CharTokenizer
 from cospec_jax.train import counterfactual
 from cospec_jax.train import data as data_lib
@@ -23,7 +24,7 @@ def world():
   tokenizer = CharTokenizer()
   tc, tp, dc, dp = helpers.tiny_pair(tokenizer.vocab_size, noise=0.15)
   problems = [arithmetic.make_problem(0, "test", i) for i in range(6)]
-  forks = counterfactual.collect((tc, tp), (dc, dp), tokenizer, problems, G, MAX_NEW, batch_size=4)
+  forks = counterfactual.collect((tc, tp), (dc, dp), Arithmetic(tokenizer, {}), problems, G, MAX_NEW, batch_size=4)
   return tokenizer, (tc, tp), (dc, dp), problems, forks
 
 

@@ -42,3 +42,32 @@ def pad(prompts, pad_id: int = 0):
   from cospec_jax.decoding import prompts as prompts_lib
   tokens, lengths = prompts_lib.pad_prompts(prompts, pad_id, buckets=None)
   return jax.numpy.asarray(tokens), jax.numpy.asarray(lengths)
+
+
+CHAT_SPECIALS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>']
+CHAT_TEMPLATE = (  # A Qwen-style ChatML template.
+    "{%- if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are helpful.<|im_end|>\\n' }}{%- endif %}\n"
+    "{%- for message in messages %}\n"
+    "  {%- if message['role'] not in ['system', 'user', 'assistant'] %}{{ raise_exception('bad role') }}{% endif %}\n"
+    "  {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}\n")
+
+
+def write_chat_tokenizer(directory: str, corpus, vocab_size: int = 300) -> None:
+  """A byte-level BPE tokenizer.json trained on `corpus` (Qwen's special tokens, EOS <|im_end|>, no BOS) and a
+  tokenizer_config.json with a ChatML template, written into `directory`."""
+  import json
+  import os
+
+  import tokenizers
+  from tokenizers import decoders, models, pre_tokenizers, trainers
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(list(corpus) * 20, trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=CHAT_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  tok.save(os.path.join(directory, 'tokenizer.json'))
+  with open(os.path.join(directory, 'tokenizer_config.json'), 'w') as f:
+    json.dump({'tokenizer_class': 'PreTrainedTokenizerFast', 'eos_token': '<|im_end|>', 'pad_token': '<|endoftext|>',
+               'bos_token': None, 'chat_template': CHAT_TEMPLATE}, f)

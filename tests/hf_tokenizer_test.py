@@ -1,22 +1,11 @@
 """The Hugging Face tokenizer wrapper against transformers on a tokenizer the test trains: the same ids, the same
 chat prompt, a text round trip."""
 
-import json
-
 import pytest
-import tokenizers
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from cospec_jax.tasks.hf_tokenizer import HFTokenizer, _token_text
+from tests import helpers
 
-SPECIALS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>']
-TEMPLATE = (
-    "{%- if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are helpful.<|im_end|>\\n' }}{%- endif %}\n"
-    "{%- for message in messages %}\n"
-    "  {%- if message['role'] not in ['system', 'user', 'assistant'] %}{{ raise_exception('bad role') }}{% endif %}\n"
-    "  {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}\n"
-    "{%- endfor %}\n"
-    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}\n")
 MESSAGES = [{'role': 'user', 'content': 'Natalia sold 48 clips in April. How many in May?'},
             {'role': 'assistant', 'content': 'She sold 48/2 = 24 clips.\n#### 24'},
             {'role': 'user', 'content': 'And in June, with 3 more?'}]
@@ -25,17 +14,9 @@ MESSAGES = [{'role': 'user', 'content': 'Natalia sold 48 clips in April. How man
 @pytest.fixture(scope='module')
 def directory(tmp_path_factory):
   path = tmp_path_factory.mktemp('tok')
-  tok = tokenizers.Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
   corpus = ['Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.',
-            'How many clips did Natalia sell altogether in April and May? #### 72', 'Weng earns $12 an hour.'] * 20
-  tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS,
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-  tok.save(str(path / 'tokenizer.json'))
-  (path / 'tokenizer_config.json').write_text(json.dumps({
-      'tokenizer_class': 'PreTrainedTokenizerFast', 'eos_token': '<|im_end|>',
-      'pad_token': '<|endoftext|>', 'bos_token': None, 'chat_template': TEMPLATE}))
+            'How many clips did Natalia sell altogether in April and May? #### 72', 'Weng earns $12 an hour.']
+  helpers.write_chat_tokenizer(str(path), corpus)
   return str(path)
 
 

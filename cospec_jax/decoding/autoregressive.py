@@ -8,7 +8,9 @@ from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
+from cospec_jax import sharding
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.sampling import Greedy, Sampler
 from cospec_jax.decoding.state import DecodeState, DecodeStats, Generation, commit, gather_B
@@ -24,6 +26,7 @@ class DecodeSettings:
   eos_ids: tuple[int, ...] = ()  # A row stops after committing any of these.
   pad_id: int = 0  # Fills the buffer after each row's tokens.
   max_len: Optional[int] = None  # Upper bound on prompt + new tokens + one block; None: no bound.
+  vocab_size: Optional[int] = None  # The tokenizer's; a draft and target whose heads differ by padding compare these.
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -32,8 +35,9 @@ class DecodeSettings:
 
   @classmethod
   def for_tokenizer(cls, tokenizer, max_new_tokens: int, **kwargs) -> 'DecodeSettings':
-    """Settings that stop at the tokenizer's EOS and pad with its PAD."""
-    return cls(max_new_tokens=max_new_tokens, eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id, **kwargs)
+    """Settings that stop at the tokenizer's EOS, pad with its PAD, and know its vocabulary size."""
+    return cls(max_new_tokens=max_new_tokens, eos_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id,
+               vocab_size=tokenizer.vocab_size, **kwargs)
 
 
 def prefill(config: ModelConfig, params, tokens_BxP: jax.Array, buffer_length: int):
@@ -66,6 +70,7 @@ class AutoregressiveDecoder:
   model: ModelConfig
   sampler: Sampler = Greedy()
   settings: DecodeSettings = DecodeSettings()
+  mesh: Optional[Mesh] = None  # Rows over its `data` axis, weights as the caller placed them (sharding.py).
 
   def buffer_length(self, prompt_length: int) -> int:
     return prompt_length + self.settings.max_new_tokens + 1
@@ -89,9 +94,10 @@ class AutoregressiveDecoder:
     B, P = tokens_BxP.shape
     T = self.buffer_length(P)
     prompts_lib.check_buffer(P, T, s.max_len)
+    sharding.check_batch(B, self.mesh)
     max_new_B = per_row_budget(max_new_B, B, s.max_new_tokens)
     cache = prefill(self.model, params, tokens_BxP, T)
-    state = init_state(tokens_BxP, lengths_B, T, s.pad_id, cache, None, rng)
+    state = init_state(tokens_BxP, lengths_B, T, s.pad_id, cache, None, rng).constrain(self.mesh)
 
     def step(state: DecodeState) -> DecodeState:
       rng, sample_rng = jax.random.split(state.rng)
@@ -102,7 +108,7 @@ class AutoregressiveDecoder:
       active_B = ~state.done_B
       state, n_B = commit(state.replace(target_cache=cache, rng=rng), next_B[:, None], jnp.ones_like(next_B),
                           max_new_B, lengths_B, s.eos_ids, s.pad_id)
-      return state.replace(stats=state.stats.add(active_B, target_calls=1, generated=n_B))
+      return state.replace(stats=state.stats.add(active_B, target_calls=1, generated=n_B)).constrain(self.mesh)
 
     state = jax.lax.while_loop(lambda st: jnp.any(~st.done_B), step, state)
     return Generation(state.tokens_BxT, lengths_B.astype(jnp.int32), state.lengths_B, state.stats)
@@ -112,7 +118,8 @@ class AutoregressiveDecoder:
     """Host convenience: pads token lists, checks them, and runs the compiled loop."""
     tokens_BxP, lengths_B = prompts_lib.prepare(prompts, self.settings.pad_id, self.model.vocab_size, buckets)
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    return self(params, jnp.asarray(tokens_BxP), jnp.asarray(lengths_B), rng)
+    (tokens_BxP, lengths_B), rng, _ = prompts_lib.place(self.mesh, (tokens_BxP, lengths_B), rng)
+    return self(params, tokens_BxP, lengths_B, rng)
 
   def generate_batches(self, params, prompts: Sequence[Sequence[int]], batch_size: int,
                        rng: Optional[jax.Array] = None,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from cospec_jax import sharding
 
 # Prompt lengths are padded up to one of these, so a loop compiles once per bucket, not once per prompt length.
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -80,3 +85,14 @@ def padded_chunks(prompts: Sequence[Sequence[int]], batch_size: int):
     chunk = list(prompts[start:start + batch_size])
     n = len(chunk)
     yield start, chunk + [chunk[-1]] * (batch_size - n), n
+
+
+def place(mesh, rows: Any, rng: Optional[jax.Array] = None, shared: Any = None) -> tuple[Any, Any, Any]:
+  """Host inputs of one compiled call: `rows` (a pytree of [B, ...] arrays) split over the mesh's `data` axis, `rng`
+  and `shared` (e.g. a rule's parameters) replicated on it; without a mesh, plain device arrays. In a multi-process
+  run every process passes the same values. Returns (rows, rng, shared)."""
+  if mesh is None:
+    return jax.tree_util.tree_map(jnp.asarray, rows), rng, shared
+  rows = jax.tree_util.tree_map(lambda x: sharding.put(x, sharding.batch_sharding(mesh)), rows)
+  rng = None if rng is None else sharding.put(rng, NamedSharding(mesh, PartitionSpec()))
+  return rows, rng, None if shared is None else sharding.on_mesh(shared, mesh)

@@ -18,10 +18,13 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from cospec_jax import sharding
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.autoregressive import DecodeSettings, init_state, per_row_budget, prefill
 from cospec_jax.decoding.rules import Block, Exact
+from cospec_jax.decoding import state as state_lib
 from cospec_jax.decoding.state import DecodeState, Generation, append_records, commit, gather_B
 from cospec_jax.models import transformer
 from cospec_jax.models.config import ModelConfig
@@ -78,10 +81,13 @@ class SpeculativeDecoder:
   settings: DecodeSettings = DecodeSettings()
   vocab_size: Optional[int] = None  # Shared vocabulary when the two heads differ only by padding rows.
   max_decisions: int = 0  # Per-row buffer for the rule's decision records (CoSpec rollouts); 0 keeps none.
+  mesh: Optional[Mesh] = None  # Rows over its `data` axis, weights as the caller placed them (sharding.py).
 
   def __post_init__(self):
     if not isinstance(self.gamma, int) or self.gamma < 1:
       raise ValueError(f'gamma={self.gamma!r}: the draft must propose at least 1 token per target call.')
+    if self.vocab_size is None and self.target.vocab_size != self.draft.vocab_size and self.settings.vocab_size:
+      object.__setattr__(self, 'vocab_size', self.settings.vocab_size)  # The tokenizer's rows (for_tokenizer).
     if self.vocab_size is None and self.target.vocab_size != self.draft.vocab_size:
       raise ValueError(
           f'Draft vocabulary ({self.draft.vocab_size}) differs from the target\'s ({self.target.vocab_size}). The '
@@ -130,12 +136,15 @@ class SpeculativeDecoder:
     B, P = tokens_BxP.shape
     T = self.buffer_length(P)
     prompts_lib.check_buffer(P, T, s.max_len)
+    sharding.check_batch(B, self.mesh)
     max_new_B = per_row_budget(max_new_B, B, s.max_new_tokens)
     state = init_state(tokens_BxP, lengths_B, T, s.pad_id, prefill(self.target, target_params, tokens_BxP, T),
                        prefill(self.draft, draft_params, tokens_BxP, T), rng)
+    state = state.replace(sources_BxT=jnp.full((B, T), state_lib.PROMPT, jnp.int8))
     records = self._empty_records(B, rule_params)
     if records is not None:
       state = state.replace(records=records, n_records_B=jnp.zeros((B,), jnp.int32))
+    state = state.constrain(self.mesh)
 
     def step(state: DecodeState) -> DecodeState:
       rng, draft_rng, rule_rng = jax.random.split(state.rng, 3)
@@ -152,12 +161,14 @@ class SpeculativeDecoder:
       drafted_BxG1 = jnp.pad(draft.tokens_BxG, ((0, 0), (0, 1)))
       block_BxG1 = jnp.where(jnp.arange(G + 1)[None, :] < n_B[:, None], drafted_BxG1, verdict.next_token_B[:, None])
       active_B = ~state.done_B
+      start_B = state.lengths_B
       state, committed_B = commit(state.replace(target_cache=target_cache, draft_cache=draft_cache, rng=rng),
                                   block_BxG1, n_B + 1, max_new_B, lengths_B, s.eos_ids, s.pad_id)
       # Only what was committed counts: a mismatch past an EOS or the budget decided nothing.
       committed_BxG = jnp.arange(G)[None, :] < committed_B[:, None]
       mismatch_BxG = (jnp.arange(G)[None, :] == n_B[:, None]) if verdict.mismatch_BxG is None else verdict.mismatch_BxG
       kept_BxG = jnp.zeros_like(mismatch_BxG) if verdict.kept_BxG is None else verdict.kept_BxG
+      state = state.replace(sources_BxT=_record_sources(state.sources_BxT, start_B, committed_B, n_B, kept_BxG))
       if records is not None:
         record = verdict.record.replace(mask_BxG=verdict.record.mask_BxG & committed_BxG)
         new_records, n_records_B = append_records(state.records, state.n_records_B, record, active_B)
@@ -166,11 +177,11 @@ class SpeculativeDecoder:
                               accepted=jnp.minimum(n_B, committed_B),
                               mismatches=jnp.sum(mismatch_BxG & committed_BxG, axis=1),
                               kept_at_mismatch=jnp.sum(kept_BxG & committed_BxG, axis=1), generated=committed_B)
-      return state.replace(stats=stats)
+      return state.replace(stats=stats).constrain(self.mesh)
 
     state = jax.lax.while_loop(lambda st: jnp.any(~st.done_B), step, state)
     return Generation(state.tokens_BxT, lengths_B.astype(jnp.int32), state.lengths_B, state.stats, state.records,
-                      state.n_records_B)
+                      state.n_records_B, state.sources_BxT)
 
   def generate(self, target_params, draft_params, prompts: Sequence[Sequence[int]],
                rng: Optional[jax.Array] = None,
@@ -178,21 +189,39 @@ class SpeculativeDecoder:
     """Host convenience: pads token lists, checks them, and runs the compiled loop."""
     tokens_BxP, lengths_B = prompts_lib.prepare(prompts, self.settings.pad_id, self.shared_vocab_size, buckets)
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    return self(target_params, draft_params, jnp.asarray(tokens_BxP), jnp.asarray(lengths_B), rng,
-                rule_params=rule_params)
+    (tokens_BxP, lengths_B), rng, rule_params = prompts_lib.place(self.mesh, (tokens_BxP, lengths_B), rng,
+                                                                   rule_params)
+    return self(target_params, draft_params, tokens_BxP, lengths_B, rng, rule_params=rule_params)
 
   def generate_in_batches(self, target_params, draft_params, prompts: Sequence[Sequence[int]], batch_size: int,
                           rng: Optional[jax.Array] = None, rule_params: Any = None, row_params: Any = None,
                           buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS):
     """Yields (Generation, n) for consecutive chunks of `prompts`, `batch_size` rows per compiled call; a short last
-    chunk is padded with copies of its last prompt (`prompts.padded_chunks`), and only its first n rows are real. `row_params` is a pytree of
-    per-prompt arrays [N, ...]; each chunk's slice is merged into `rule_params` (e.g. Oracle's keep_at_B)."""
+    chunk is padded with copies of its last prompt (`prompts.padded_chunks`), and only its first n rows are real.
+    `row_params` is a pytree of per-prompt arrays [N, ...]; each chunk's slice is merged into `rule_params` (e.g.
+    Oracle's keep_at_B)."""
     rng = jax.random.PRNGKey(0) if rng is None else rng
     for start, chunk, n in prompts_lib.padded_chunks(prompts, batch_size):
       params = rule_params
       if row_params is not None:
         rows = np.minimum(np.arange(start, start + batch_size), start + n - 1)
-        params = {**(rule_params or {}), **jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[rows]),
-                                                                    row_params)}
+        params = {**(rule_params or {}), **prompts_lib.place(self.mesh, jax.tree_util.tree_map(
+            lambda x: np.asarray(x)[rows], row_params))[0]}
       yield self.generate(target_params, draft_params, chunk, jax.random.fold_in(rng, start), buckets,
                           rule_params=params), n
+
+
+def _record_sources(sources_BxT: jax.Array, start_B: jax.Array, committed_B: jax.Array, n_B: jax.Array,
+                    kept_BxG: jax.Array) -> jax.Array:
+  """Marks the tokens one step committed at positions start..start+committed-1: draft tokens as AGREED or KEPT (an
+  arbiter or relaxed rule kept them at a mismatch), the token after them as BONUS (after a fully kept block) or
+  CORRECTION."""
+  B, G = kept_BxG.shape
+  j_1xG1 = jnp.arange(G + 1)[None, :]
+  kept_BxG1 = jnp.pad(kept_BxG, ((0, 0), (0, 1)))
+  drafted_BxG1 = jnp.where(kept_BxG1, state_lib.KEPT, state_lib.AGREED)
+  last_B = jnp.where(n_B == G, state_lib.BONUS, state_lib.CORRECTION)
+  source_BxG1 = jnp.where(j_1xG1 < n_B[:, None], drafted_BxG1, last_B[:, None]).astype(jnp.int8)
+  T = sources_BxT.shape[1]
+  positions_BxG1 = jnp.where(j_1xG1 < committed_B[:, None], start_B[:, None] + j_1xG1, T)  # T: dropped.
+  return sources_BxT.at[jnp.arange(B)[:, None], positions_BxG1].set(source_BxG1, mode='drop')

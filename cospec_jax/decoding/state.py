@@ -12,6 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cospec_jax import sharding
+
+# Where each committed token came from (Generation.sources_BxT), for the collaboration trace.
+PROMPT, AGREED, KEPT, CORRECTION, BONUS, TARGET = range(6)
+SOURCE_NAMES = ('prompt', 'draft, agreed', 'draft, kept at a mismatch', 'target\'s correction', 'bonus',
+                'target (one-model decoding)')
+
 
 @flax.struct.dataclass
 class DecodeStats:
@@ -50,6 +57,19 @@ class DecodeState:
   stats: DecodeStats
   records: Any = None  # A rule's per-decision records, [B, max_decisions, ...] buffers (None if not kept).
   n_records_B: Any = None  # int32: decisions recorded per row (may exceed max_decisions; the rest are dropped).
+  sources_BxT: Any = None  # int8: where each committed token came from (PROMPT, AGREED, ...); speculative only.
+
+  def constrain(self, mesh) -> 'DecodeState':
+    """Inside jit: rows over the mesh's `data` axis, KV heads over `model` (no-op without a mesh)."""
+    if mesh is None:
+      return self
+    rows = sharding.constrain_batch(
+        (self.tokens_BxT, self.lengths_B, self.done_B, self.stats, self.records, self.n_records_B, self.sources_BxT),
+        mesh)
+    return self.replace(**dict(zip(('tokens_BxT', 'lengths_B', 'done_B', 'stats', 'records', 'n_records_B',
+                                    'sources_BxT'), rows)),
+                        target_cache=sharding.constrain_cache(self.target_cache, mesh),
+                        draft_cache=sharding.constrain_cache(self.draft_cache, mesh))
 
 
 @flax.struct.dataclass
@@ -62,11 +82,21 @@ class Generation:
   stats: DecodeStats
   records: Any = None  # As DecodeState.records; its `mask_BxN` marks filled slots.
   n_records_B: Any = None
+  sources_BxT: Any = None  # As DecodeState.sources_BxT (None for one-model decoding).
 
   def completions(self) -> list[np.ndarray]:
     """Returns, per row, the generated tokens (EOS included when hit) as a numpy int array."""
-    tokens, starts, ends = jax.device_get((self.tokens_BxT, self.prompt_lengths_B, self.lengths_B))
+    tokens, starts, ends = sharding.fetch((self.tokens_BxT, self.prompt_lengths_B, self.lengths_B))
     return [tokens[b, starts[b]:ends[b]] for b in range(tokens.shape[0])]
+
+  def completion_sources(self) -> list[np.ndarray]:
+    """Per row, where each token of `completions()` came from (state.PROMPT, AGREED, KEPT, CORRECTION, BONUS, or
+    TARGET for one-model decoding)."""
+    starts, ends = sharding.fetch((self.prompt_lengths_B, self.lengths_B))
+    if self.sources_BxT is None:
+      return [np.full(ends[b] - starts[b], TARGET, np.int8) for b in range(len(starts))]
+    sources = sharding.fetch(self.sources_BxT)
+    return [sources[b, starts[b]:ends[b]] for b in range(len(starts))]
 
 
 def commit(state: DecodeState, block_BxC: jax.Array, n_new_B: jax.Array, max_new_B: jax.Array,

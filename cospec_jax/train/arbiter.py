@@ -6,11 +6,16 @@ draft's token does to the final answer; `counterfactual.fit_policy` fits the pol
 negative reward alone teaches a fresh policy only "never keep the draft" (measured; see the README), so REINFORCE
 starts from there. The warm-started state is checkpointed as step 0.
 
-Each REINFORCE step draws P training prompts (a pure function of (seed, step)), gives each a `lam` from `config.rl.lams`, and
-decodes K rollouts of each with the stochastic policy in one compiled call. Reward = final-answer correctness +
-lam * (tokens per target call) / (gamma + 1). A leave-one-out baseline within each prompt's K rollouts gives the
-advantages; the update is `reinforce.make_update`. Policy, optimizer state, step and RNG are checkpointed with orbax,
+Each REINFORCE step draws P training prompts (a pure function of (seed, step)), gives each a `lam` from
+`config.rl.lams`, and decodes K rollouts of each with the stochastic policy in one compiled call. Reward =
+final-answer correctness (the task's own scorer: answer match, or tests passed in the sandbox) + lam * (tokens per
+target call) / (gamma + 1). A leave-one-out baseline within each prompt's K rollouts gives the advantages; the update is `reinforce.make_update`. Policy, optimizer state, step and RNG are checkpointed with orbax,
 so a killed run resumes exactly.
+
+Scale (`config.mesh`, `config.distributed`): rollouts (and the warm start's forks) are split over the mesh's `data`
+axis and the pair's weights over `model` by `config.mesh.rules`; the update is the same loss over the global batch.
+In a multi-process run every process derives the same prompts (a pure function of seed and step) and places only its
+own rows on its devices; process 0 writes the forks and the metrics, and orbax writes each checkpoint once.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ import numpy as np
 import optax
 import tqdm
 
+from cospec_jax import sharding
 from cospec_jax.decoding import CoSpec, DecodeSettings, Exact, SpeculativeDecoder
+from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.cospec import ArbiterPolicy, init_policy
 from cospec_jax.models import load_hf_checkpoint
-from cospec_jax.tasks import answers
-from cospec_jax.train import data as data_lib
+from cospec_jax.tasks import task as task_lib
 from cospec_jax.train import counterfactual, reinforce, trainer
 from cospec_jax.train.checkpoint import Checkpointer, abstract, restore_once
 
@@ -47,25 +53,42 @@ class ArbiterState:
   rng: jax.Array  # uint32 key data.
 
 
-def load_pair(config: ml_collections.ConfigDict):
-  """(target, draft) as (ModelConfig, params) from the trainers' Hugging Face exports."""
-  return tuple(load_hf_checkpoint(os.path.join(d, 'hf')) for d in (config.pair.target_workdir,
-                                                                    config.pair.draft_workdir))
+def checkpoint_dirs(config: ml_collections.ConfigDict) -> tuple[str, str]:
+  """The target's and the draft's Hugging Face checkpoint directories: config.pair.{target,draft}_checkpoint when
+  set (a real pair), else the trainers' exports <workdir>/hf."""
+  pair = config.pair
+  return tuple(pair.get(f'{name}_checkpoint') or os.path.join(pair[f'{name}_workdir'], 'hf')
+               for name in ('target', 'draft'))
+
+
+def load_pair(config: ml_collections.ConfigDict, mesh=None):
+  """(target, draft) as (ModelConfig, params), in config.pair.dtype (float32 when unset); with a mesh, the params
+  are placed on it by config.mesh.rules."""
+  dtype = config.pair.get('dtype', 'float32')
+  pair = tuple(load_hf_checkpoint(d, dtype) for d in checkpoint_dirs(config))
+  if mesh is None:
+    return pair
+  return tuple((c, sharding.shard_params(p, config.mesh.rules, mesh)) for c, p in pair)
+
+
+def load_task(config: ml_collections.ConfigDict, workdir: str):
+  """config.data's task (tasks/task.py), reading a real task's tokenizer from the target checkpoint."""
+  return task_lib.from_config(config.data, workdir, checkpoint_dirs(config)[0])
 
 
 def decoder_for(target, draft, config: ml_collections.ConfigDict, tokenizer, sample_actions: bool,
-                max_decisions: int = 0) -> SpeculativeDecoder:
+                max_decisions: int = 0, mesh=None) -> SpeculativeDecoder:
   policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
   return SpeculativeDecoder(
       target[0], draft[0], CoSpec(Exact(), policy, sample_actions), config.rl.gamma,
       DecodeSettings.for_tokenizer(tokenizer, config.rl.max_new_tokens),
-      max_decisions=max_decisions)
+      max_decisions=max_decisions, mesh=mesh)
 
 
-def rewards(generation, problems, tokenizer, lam_B: np.ndarray, gamma: int) -> tuple[np.ndarray, np.ndarray]:
+def rewards(generation, problems, task, lam_B: np.ndarray, gamma: int) -> tuple[np.ndarray, np.ndarray]:
   """(reward_B, correct_B) on the host."""
-  correct_B = answers.score_completions(tokenizer, generation.completions(), problems).astype(np.float32)
-  st = jax.device_get(generation.stats)
+  correct_B = task.score(generation.completions(), problems).astype(np.float32)
+  st = sharding.fetch(generation.stats)
   tau_B = st.generated_B / np.maximum(st.target_calls_B, 1)
   return correct_B + lam_B * tau_B / (gamma + 1), correct_B
 
@@ -81,8 +104,8 @@ def initial_state(config: ml_collections.ConfigDict, target, draft) -> ArbiterSt
                       jax.random.key_data(jax.random.PRNGKey(config.seed + 1)))
 
 
-def warm_start(config: ml_collections.ConfigDict, workdir: str, state: ArbiterState, target, draft, tokenizer,
-               train_problems) -> ArbiterState:
+def warm_start(config: ml_collections.ConfigDict, workdir: str, state: ArbiterState, target, draft, task,
+               train_problems, mesh=None) -> ArbiterState:
   """`state` with the policy fitted to counterfactual forks of the first warm_start.problems training problems."""
   ws, path = config.warm_start, os.path.join(workdir, FORKS_FILE)
   if os.path.exists(path):
@@ -92,9 +115,11 @@ def warm_start(config: ml_collections.ConfigDict, workdir: str, state: ArbiterSt
                        f'config.warm_start.problems={ws.problems}. Delete the file to fork again, or set the count.')
   else:
     t0 = time.time()
-    forks = counterfactual.collect(target, draft, tokenizer, train_problems[:ws.problems], config.rl.gamma,
-                                   config.rl.max_new_tokens, ws.batch_size, progress=config.rl.progress_bar)
-    forks.save(path)
+    forks = counterfactual.collect(target, draft, task, train_problems[:ws.problems], config.rl.gamma,
+                                   config.rl.max_new_tokens, ws.batch_size, progress=config.rl.progress_bar,
+                                   mesh=mesh)
+    if jax.process_index() == 0:
+      forks.save(path)
     print(f'arbiter warm start: {len(forks.problem_N)} forks from {ws.problems} problems, '
           f'{int(np.sum(forks.fork_right_N & ~forks.target_right_N))} fix a wrong answer, '
           f'{int(np.sum(forks.target_right_N & ~forks.fork_right_N))} break a right one ({time.time() - t0:.0f} s)')
@@ -116,50 +141,58 @@ def train_arbiter(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs REINFORCE to config.rl.steps (resuming from workdir/checkpoints); returns the last metrics."""
   os.makedirs(workdir, exist_ok=True)
   rl = config.rl
-  target, draft = load_pair(config)
-  tokenizer, splits = trainer.load_task(config.data, workdir)
-  train_problems = splits['train']
-  decoder = decoder_for(target, draft, config, tokenizer, sample_actions=True, max_decisions=rl.max_decisions)
+  mesh = sharding.mesh_from_config(config)
+  target, draft = load_pair(config, mesh)
+  task = load_task(config, workdir)
+  train_problems = task.problems('train')
   optimizer = make_optimizer(rl)
-  update = reinforce.make_update(decoder.rule.policy, optimizer, rl.entropy_coef)
   state = initial_state(config, target, draft)
+  if mesh is not None:
+    state = sharding.on_mesh(state, mesh)
   checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), rl.save_every, rl.keep)
   if checkpointer.latest_step() is not None:
     _, state = checkpointer.restore(abstract(state), None if rl.restore_step < 0 else rl.restore_step)
   elif config.warm_start.problems > 0:
-    state = warm_start(config, workdir, state, target, draft, tokenizer, train_problems)
+    state = warm_start(config, workdir, state, target, draft, task, train_problems, mesh)
+    if mesh is not None:
+      state = sharding.on_mesh(state, mesh)
     checkpointer.save(0, state, force=True)
+  decoder = decoder_for(target, draft, config, task.tokenizer, sample_actions=True, max_decisions=rl.max_decisions,
+                        mesh=mesh)
+  update = reinforce.make_update(decoder.rule.policy, optimizer, rl.entropy_coef, mesh)
   start = int(state.step)
   writer = trainer.MetricsWriter(workdir, start)
   P, K = rl.prompts_per_step, rl.rollouts_per_prompt
   lams = np.asarray(rl.lams, np.float32)
   last = {}
   t0 = time.time()
-  for step in tqdm.trange(start, rl.steps, initial=start, total=rl.steps, desc='arbiter', disable=not rl.progress_bar,
-                          mininterval=2.0):
+  for step in tqdm.trange(start, rl.steps, initial=start, total=rl.steps, desc='arbiter',
+                          disable=not rl.progress_bar or jax.process_index() != 0, mininterval=2.0):
     picker = np.random.default_rng([config.seed, step])
     chosen = [train_problems[i] for i in picker.integers(0, len(train_problems), P)]
     lam_B = np.repeat(lams[picker.integers(0, len(lams), P)], K)
     problems = [p for p in chosen for _ in range(K)]
-    prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
+    prompts = [task.prompt(p) for p in problems]
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
     generation = decoder.generate(target[1], draft[1], prompts, rng,
                                   rule_params={'policy': state.params, 'lam': jnp.asarray(lam_B)})
-    reward_B, correct_B = rewards(generation, problems, tokenizer, lam_B, rl.gamma)
+    reward_B, correct_B = rewards(generation, problems, task, lam_B, rl.gamma)
     advantages_B = reinforce.leave_one_out_advantages(jnp.asarray(reward_B).reshape(P, K)).reshape(-1)
+    advantages_B = prompts_lib.place(mesh, np.asarray(advantages_B))[0]
     params, opt_state, metrics = update(state.params, state.opt_state, generation.records, advantages_B)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    st = jax.device_get(generation.stats)
-    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    st = sharding.fetch(generation.stats)
+    last = {k: float(v) for k, v in sharding.fetch(metrics).items()}
     last.update(reward=float(reward_B.mean()), accuracy=float(correct_B.mean()),
                 tokens_per_target_call=float(st.generated_B.sum() / max(st.target_calls_B.sum(), 1)),
                 draft_kept_at_mismatch=float(st.kept_at_mismatch_B.sum() / max(st.mismatches_B.sum(), 1)),
-                records_dropped=float(np.maximum(np.asarray(generation.n_records_B) - rl.max_decisions, 0).sum()))
+                records_dropped=float(np.maximum(sharding.fetch(generation.n_records_B) - rl.max_decisions, 0).sum()))
     writer.write(step + 1, last)
     checkpointer.save(step + 1, state)
   checkpointer.save(int(state.step), state, force=True)
   checkpointer.wait()
   checkpointer.close()
   writer.close()
-  print(f'arbiter: step {int(state.step)}, {time.time() - t0:.0f} s, last {last}')
+  if jax.process_index() == 0:
+    print(f'arbiter: step {int(state.step)}, {time.time() - t0:.0f} s, last {last}')
   return last

@@ -75,7 +75,13 @@ def abstract(tree: Any) -> Any:
 
 
 def restore_once(directory: str, abstract_state: Any, step: Optional[int] = None) -> Any:
-  """Opens `directory`, restores `step` (default: the latest) into `abstract_state`'s structure, closes it."""
+  """Opens `directory`, restores `step` (default: the latest) into `abstract_state`'s structure, closes it. Leaves
+  that name no sharding land on this process's first device, whatever mesh the checkpoint was saved from."""
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract_state = jax.tree_util.tree_map(
+      lambda x: x if getattr(x, 'sharding', None) is not None else jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                                                        sharding=local),
+      abstract_state)
   checkpointer = Checkpointer(directory, save_every=1, keep=1)
   try:
     return checkpointer.restore(abstract_state, step)[1]

@@ -22,12 +22,10 @@ import numpy as np
 import optax
 import tqdm
 
-from cospec_jax import files
+from cospec_jax import files, sharding
 from cospec_jax.decoding import AutoregressiveDecoder, CoSpec, DecodeSettings, Exact, SpeculativeDecoder
 from cospec_jax.decoding.cospec import SCALAR_FEATURES, ArbiterPolicy, set_input_statistics
-from cospec_jax.tasks import answers
 from cospec_jax.tasks.tokenizer import Tokenizer
-from cospec_jax.train import data as data_lib
 
 _LAM = SCALAR_FEATURES.index('lam')
 
@@ -62,31 +60,36 @@ class Forks:
 
 
 def continue_forks(target, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], heads: Sequence[Sequence[int]],
-                   max_new_tokens: int, batch_size: int) -> list[list[int]]:
+                   max_new_tokens: int, batch_size: int, mesh=None) -> list[list[int]]:
   """The target's greedy continuation of each prompt + forced answer head, cut so that head + continuation stays
-  within `max_new_tokens`; returns head + continuation per fork."""
-  decoder = AutoregressiveDecoder(target[0], settings=DecodeSettings.for_tokenizer(tokenizer, max_new_tokens))
+  within `max_new_tokens`; returns head + continuation per fork. `mesh`: as the target's params were placed."""
+  decoder = AutoregressiveDecoder(target[0], settings=DecodeSettings.for_tokenizer(tokenizer, max_new_tokens),
+                                  mesh=mesh)
   rests = decoder.generate_in_batches(target[1], [list(p) + list(h) for p, h in zip(prompts, heads)], batch_size) \
       if heads else []
   return [list(h) + r[:max(max_new_tokens - len(h), 0)] for h, r in zip(heads, rests)]
 
 
-def collect(target, draft, tokenizer: Tokenizer, problems: Sequence[dict], gamma: int, max_new_tokens: int,
-            batch_size: int, progress: bool = False) -> Forks:
-  """Labelled forks at every mismatch of the target's greedy answers to `problems` (see the module docstring).
+def collect(target, draft, task, problems: Sequence[dict], gamma: int, max_new_tokens: int,
+            batch_size: int, progress: bool = False, mesh=None) -> Forks:
+  """Labelled forks at every mismatch of the target's greedy answers to `problems` of `task` (tasks/task.py; see the
+  module docstring).
 
-  `target` and `draft` are (ModelConfig, params). Every mismatch is recorded (the buffer holds max_new_tokens).
+  `target` and `draft` are (ModelConfig, params), placed on `mesh` when given (sharding.py). Every mismatch is
+  recorded (the buffer holds max_new_tokens).
   """
   decoder = SpeculativeDecoder(target[0], draft[0], CoSpec(Exact()), gamma,
-                               DecodeSettings.for_tokenizer(tokenizer, max_new_tokens), max_decisions=max_new_tokens)
-  prompts = [data_lib.prompt_ids(tokenizer, p['question']) for p in problems]
+                               DecodeSettings.for_tokenizer(task.tokenizer, max_new_tokens),
+                               max_decisions=max_new_tokens, mesh=mesh)
+  prompts = [task.prompt(p) for p in problems]
   completions, fields = [], {k: [] for k in ('problem_N', 'answer_index_N', 'draft_token_N', 'scalars_NxF',
                                              'target_hidden_NxD', 'draft_hidden_NxD')}
   chunks = decoder.generate_in_batches(target[1], draft[1], prompts, batch_size)
   for start, (gen, n) in zip(range(0, len(prompts), batch_size),
-                             tqdm.tqdm(chunks, total=-(-len(prompts) // batch_size), desc='forks', disable=not progress)):
+                             tqdm.tqdm(chunks, total=-(-len(prompts) // batch_size), desc='forks',
+                                       disable=not progress or jax.process_index() != 0)):
     completions += [c.tolist() for c in gen.completions()[:n]]
-    rec = jax.device_get(gen.records)
+    rec = sharding.fetch(gen.records)
     rows_N, slots_N = np.nonzero(rec.mask_BxG[:n])
     fields['problem_N'].append(start + rows_N)
     fields['answer_index_N'].append(rec.answer_index_BxG[rows_N, slots_N])
@@ -97,10 +100,10 @@ def collect(target, draft, tokenizer: Tokenizer, problems: Sequence[dict], gamma
   fields = {k: np.concatenate(v) for k, v in fields.items()}
   heads = [completions[i][:j] + [t] for i, j, t in zip(fields['problem_N'], fields['answer_index_N'],
                                                        fields['draft_token_N'])]
-  forked = continue_forks(target, tokenizer, [prompts[i] for i in fields['problem_N']], heads, max_new_tokens,
-                          batch_size)
-  return Forks(**fields, fork_right_N=answers.score_completions(tokenizer, forked, [problems[i] for i in fields['problem_N']]),
-               target_right_P=answers.score_completions(tokenizer, completions, problems))
+  forked = continue_forks(target, task.tokenizer, [prompts[i] for i in fields['problem_N']], heads, max_new_tokens,
+                          batch_size, mesh)
+  return Forks(**fields, fork_right_N=task.score(forked, [problems[i] for i in fields['problem_N']]),
+               target_right_P=task.score(completions, problems))
 
 
 def oracle_keep_at(forks: Forks) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from cospec_jax import sharding
 from cospec_jax.tasks.tokenizer import CharTokenizer
 
 
@@ -128,7 +129,30 @@ def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
       progress_bar=not smoke,
   ))
   config.eval = eval_config(smoke)
+  config.mesh = mesh_config()
+  config.distributed = distributed_config()
   return config
+
+
+def mesh_config(data: int = 1, model: int = 1) -> ml_collections.ConfigDict:
+  """config.mesh: the device mesh (cospec_jax/sharding.py). 1 x 1 is one device; data=-1 spreads the batch over
+  every device of every process; model > 1 splits the weights by `rules`."""
+  return ml_collections.ConfigDict(dict(
+      data=data,  # Rows of each decode call and update are split over this many devices.
+      model=model,  # The draft's and target's weights over this many (Megatron-style, by `rules`).
+      rules=sharding.LLAMA_RULES,  # (regex on the parameter path, partition) pairs; the first match wins.
+  ))
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+  """config.distributed: multi-process launch (`sharding.initialize_distributed`). Empty fields are read from
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID or left to JAX's cluster detection (TPU pods)."""
+  return ml_collections.ConfigDict(dict(
+      enabled=False,  # True (or COSPEC_DISTRIBUTED=1) calls jax.distributed.initialize() before the job.
+      coordinator_address='',  # host:port of process 0.
+      num_processes=-1,
+      process_id=-1,
+  ))
 
 
 def table_config(smoke: bool) -> ml_collections.ConfigDict:
@@ -143,4 +167,15 @@ def table_config(smoke: bool) -> ml_collections.ConfigDict:
       lams=(0.0, 0.5, 1.0),  # CoSpec's points.
       timing=dict(problems=8 if smoke else 100,  # Batch-1 timing runs on this many test problems.
                   repeats=1 if smoke else 3),  # Timed passes per measurement; the fastest counts.
+  ))
+
+
+def trace_config(smoke: bool) -> ml_collections.ConfigDict:
+  """config.trace: which problems `cospec_jax.trace` shows."""
+  return ml_collections.ConfigDict(dict(
+      lam=0.0,  # CoSpec's speed/accuracy knob.
+      examples=3 if smoke else 5,  # Problems shown where CoSpec is right and target-only wrong.
+      problems=(),  # Or these test-problem indices, whoever was right.
+      search=32 if smoke else 500,  # Test problems decoded to find examples.
+      batch_size=32 if smoke else 125,  # Rows per decode call.
   ))

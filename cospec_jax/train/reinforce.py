@@ -9,12 +9,14 @@ parameters alone: the draft and the target are frozen and never differentiated.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cospec_jax import sharding
 from cospec_jax.decoding.cospec import ArbiterPolicy, Decisions, keep_draft_logprob
 
 
@@ -40,8 +42,13 @@ def reinforce_loss(params: Any, policy: ArbiterPolicy, decisions: Decisions, adv
                                                      'decisions': jnp.sum(mask_BxN)}
 
 
-def make_update(policy: ArbiterPolicy, optimizer: optax.GradientTransformation, entropy_coef: float):
-  """Returns jitted (params, opt_state, decisions, advantages_B) -> (params, opt_state, metrics)."""
+def make_update(policy: ArbiterPolicy, optimizer: optax.GradientTransformation, entropy_coef: float,
+                mesh: Optional[Mesh] = None):
+  """Returns jitted (params, opt_state, decisions, advantages_B) -> (params, opt_state, metrics).
+
+  With a mesh, the rollouts (decisions, advantages) are split over its `data` axis and the small policy is
+  replicated: each device computes its rows' gradient and XLA sums them, exactly the loss of the whole batch.
+  """
 
   def update(params, opt_state, decisions: Decisions, advantages_B: jax.Array):
     (loss, metrics), grads = jax.value_and_grad(reinforce_loss, has_aux=True)(params, policy, decisions,
@@ -50,4 +57,8 @@ def make_update(policy: ArbiterPolicy, optimizer: optax.GradientTransformation, 
     return optax.apply_updates(params, updates), opt_state, dict(metrics, loss=loss,
                                                                 grad_norm=optax.global_norm(grads))
 
-  return jax.jit(update, donate_argnums=(0, 1))
+  if mesh is None:
+    return jax.jit(update, donate_argnums=(0, 1))
+  replicated, rows = NamedSharding(mesh, PartitionSpec()), sharding.batch_sharding(mesh)
+  return jax.jit(update, in_shardings=(replicated, replicated, rows, rows),
+                 out_shardings=(replicated, replicated, replicated), donate_argnums=(0, 1))

@@ -105,10 +105,14 @@ def load_task(cfg: ml_collections.ConfigDict, workdir: str):
 
 
 class MetricsWriter:
-  """Appends JSON lines and TensorBoard scalars. On resume it drops lines past the restored step."""
+  """Appends JSON lines and TensorBoard scalars. On resume it drops lines past the restored step. In a multi-process
+  run only process 0 writes, so metrics are logged once."""
 
   def __init__(self, workdir: str, resume_step: int):
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._file = self._tb = None
+    if jax.process_index() != 0:
+      return
     if os.path.exists(self.path):
       with open(self.path) as f:
         kept = [line for line in f if line.strip() and json.loads(line).get('step', 0) <= resume_step]
@@ -121,6 +125,8 @@ class MetricsWriter:
       self._tb = None
 
   def write(self, step: int, metrics: dict):
+    if self._file is None:
+      return
     record = {'step': int(step), **{k: float(v) for k, v in metrics.items()}}
     self._file.write(json.dumps(record) + '\n')
     self._file.flush()
@@ -130,7 +136,8 @@ class MetricsWriter:
           self._tb.add_scalar(k, v, step)
 
   def close(self):
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 

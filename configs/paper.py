@@ -1,0 +1,97 @@
+"""Paper-scale runs: a pretrained Qwen2.5 draft/target pair on GSM8K, MBPP or HumanEval, by local checkpoint path.
+
+Pairs: 0.5b-7b (Qwen2.5-0.5B-Instruct -> Qwen2.5-7B-Instruct) and 1.5b-32b (Qwen2.5-1.5B-Instruct -> 32B-Instruct).
+The argument is PAIR,TASK. For gsm8k and mbpp the run is the pipeline without the training of the pair: the arbiter
+(counterfactual warm start on training problems, then REINFORCE), the table on the test split, the trace. HumanEval
+has no training split, so its config only evaluates, with the arbiter trained on MBPP (set arbiter_workdir).
+
+Run (on a TPU VM; see experiments/tpu/README.md for the launch on a pod):
+  python -m cospec_jax.main --config=configs/paper.py:0.5b-7b,gsm8k --workdir=runs/0.5b-7b-gsm8k \
+      --config.arbiter.pair.target_checkpoint=/ckpt/Qwen2.5-7B-Instruct \
+      --config.arbiter.pair.draft_checkpoint=/ckpt/Qwen2.5-0.5B-Instruct \
+      --config.arbiter.data.local_dir=/data/gsm8k
+  python -m cospec_jax.main --config=configs/paper.py:0.5b-7b,humaneval --workdir=runs/0.5b-7b-humaneval \
+      --config.arbiter_workdir=runs/0.5b-7b-mbpp/arbiter --config.pair.target_checkpoint=... (same pair)
+Runtime: not measured here (no accelerator was available to this project's sessions); the tests load-check every
+pair and task on tiny stand-in checkpoints, and run the smoke pipeline on them, in about 2 minutes on a 2-core CPU. 'smoke' as a third field (e.g.
+0.5b-7b,gsm8k,smoke) shrinks every count for such checks.
+"""
+
+import ml_collections
+
+from cospec_jax.train import defaults
+
+PAIRS = {
+    # name: (target, draft, mesh model axis). bfloat16 weights: 7B is ~15 GB and fits one chip of a v4/v5p with
+    # the draft, so the batch is split over every chip; 32B is ~65 GB and is split 8 ways over `model`.
+    '0.5b-7b': ('Qwen2.5-7B-Instruct', 'Qwen2.5-0.5B-Instruct', 1),
+    '1.5b-32b': ('Qwen2.5-32B-Instruct', 'Qwen2.5-1.5B-Instruct', 8),
+}
+TASKS = {
+    # name: (max_new_tokens, warm-start problems, rows per decode call)
+    'gsm8k': (384, 2000, 64),
+    'mbpp': (384, 374, 64),
+    'humaneval': (512, 0, 64),
+}
+
+
+def get_config(arg: str = '0.5b-7b,gsm8k') -> ml_collections.ConfigDict:
+  """`arg`: 'PAIR,TASK' or 'PAIR,TASK,smoke' (PAIR in PAIRS, TASK in TASKS); '' and 'smoke' mean 0.5b-7b,gsm8k."""
+  arg = {'': '0.5b-7b,gsm8k', 'smoke': '0.5b-7b,gsm8k,smoke'}.get(arg, arg)
+  fields = arg.split(',')
+  if len(fields) not in (2, 3) or fields[0] not in PAIRS or fields[1] not in TASKS or fields[2:] not in ([],
+                                                                                                      ['smoke']):
+    raise ValueError(f'configs/paper.py:{arg}: expected PAIR,TASK[,smoke] with PAIR in {sorted(PAIRS)} and TASK in '
+                     f'{sorted(TASKS)}, e.g. configs/paper.py:0.5b-7b,gsm8k.')
+  pair, task, smoke = fields[0], fields[1], fields[2:] == ['smoke']
+  target, draft, model_axis = PAIRS[pair]
+  max_new_tokens, warm_problems, batch_size = TASKS[task]
+
+  arbiter = defaults.arbiter_config(smoke)
+  arbiter.data = ml_collections.ConfigDict(dict(
+      task=task,
+      tokenizer_dir='',  # '' reads the target checkpoint's tokenizer.json / tokenizer_config.json.
+      local_dir='',  # gsm8k: a directory with GSM8K's train.jsonl and test.jsonl; '' uses TFDS's gsm8k builder.
+      data_dir='',  # TFDS data directory (gsm8k builder); set by the pipeline to <workdir>/tfds.
+      shots=4,  # gsm8k: worked training examples before the question.
+      chat=True,  # gsm8k: the prompt is the user turn of the chat template.
+      path='',  # mbpp: the standard mbpp.jsonl.
+  ))
+  arbiter.pair = ml_collections.ConfigDict(dict(
+      target_checkpoint=f'checkpoints/{target}',  # A Hugging Face checkpoint directory (config.json, safetensors).
+      draft_checkpoint=f'checkpoints/{draft}',
+      target_workdir='',
+      draft_workdir='',
+      dtype='float32' if smoke else 'bfloat16',  # Activations, KV cache and weights.
+  ))
+  arbiter.rl.update(dict(
+      gamma=4 if smoke else 8,
+      max_new_tokens=24 if smoke else max_new_tokens,
+      max_decisions=16 if smoke else 64,
+      prompts_per_step=2 if smoke else 16,
+      rollouts_per_prompt=2 if smoke else 8,
+      steps=2 if smoke else 400,
+      save_every=1 if smoke else 25,
+  ))
+  arbiter.warm_start.update(dict(problems=4 if smoke else warm_problems, batch_size=4 if smoke else batch_size,
+                                 steps=5 if smoke else 1000))
+  arbiter.mesh = defaults.mesh_config(data=1 if smoke else -1, model=1 if smoke else model_axis)
+  arbiter.table = defaults.table_config(smoke)
+  arbiter.table.update(dict(num_examples=4 if smoke else 10_000, batch_size=4 if smoke else batch_size))
+  if smoke:  # Fewer rows: the checks are about loading and scoring, not about the relaxed rules.
+    arbiter.table.relaxed = {}
+    arbiter.table.lams = (0.0,)
+  arbiter.table.timing.update(dict(problems=2 if smoke else 50))
+  arbiter.trace = defaults.trace_config(smoke)
+  arbiter.trace.update(dict(search=4 if smoke else 500, batch_size=4 if smoke else batch_size))
+
+  if task == 'humaneval':  # Evaluation only: the table job, with an arbiter trained elsewhere.
+    arbiter.job = 'reproduce_table'
+    arbiter.arbiter_workdir = f'runs/{pair}-mbpp/arbiter'  # Workdir of the MBPP run's arbiter.
+    return arbiter
+  config = ml_collections.ConfigDict()
+  config.job = 'pipeline'
+  config.data = ml_collections.ConfigDict(dict(data_dir=''))  # '' keeps TFDS data in <workdir>/tfds.
+  config.arbiter = arbiter
+  config.arbiter.arbiter_workdir = ''  # Set to <workdir>/arbiter by the pipeline.
+  return config
