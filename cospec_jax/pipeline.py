@@ -1,8 +1,10 @@
-"""The whole embedded experiment in order: draft, target, arbiter, table. Each stage lives in <workdir>/<stage>.
+"""The whole embedded experiment in order: draft, target, arbiter, table, trace. Each stage lives in
+<workdir>/<stage>.
 
 A stage whose final output exists is skipped (a trained model's eval.json, the arbiter's last checkpoint, the
-table's results.json), so re-running the command after an interruption resumes where it stopped, and a stage that
-fails leaves the finished stages' outputs untouched. Stages that train resume from their own checkpoints.
+table's results.json, the trace's trace.html), so re-running the command after an interruption resumes where it
+stopped, and a stage that fails leaves the finished stages' outputs untouched. Stages that train resume from their
+own checkpoints. A pretrained pair (configs/paper.py) skips the first two.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 
 import ml_collections
 
-from cospec_jax import evaluate
+from cospec_jax import evaluate, trace
 from cospec_jax.train import arbiter, trainer
 from cospec_jax.train.checkpoint import Checkpointer
 
@@ -41,13 +43,16 @@ def _arbiter_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs every stage of `config` (configs/pipeline.py) under `workdir`; returns the table's results."""
   t_start = time.time()
-  dirs = {name: os.path.join(workdir, name) for name in ('draft', 'target', 'arbiter', 'table')}
+  dirs = {name: os.path.join(workdir, name) for name in ('draft', 'target', 'arbiter', 'table', 'trace')}
   data_dir = config.data.data_dir or os.path.join(workdir, 'tfds')  # One copy of the data set for every stage.
-  for section in (config.draft, config.target, config.arbiter):
+  # A pretrained pair (configs/paper.py) has no draft/target sections: config.arbiter.pair names its checkpoints.
+  trained = [name for name in ('draft', 'target') if name in config]
+  for section in [config[name] for name in trained] + [config.arbiter]:
     section.data.data_dir = data_dir
-  config.arbiter.pair.target_workdir, config.arbiter.pair.draft_workdir = dirs['target'], dirs['draft']
+  for name in trained:
+    config.arbiter.pair[f'{name}_workdir'] = dirs[name]
   config.arbiter.arbiter_workdir = dirs['arbiter']
-  for name in ('draft', 'target'):
+  for name in trained:
     _stage(f'train {name}', os.path.exists(os.path.join(dirs[name], 'eval.json')),
            lambda name=name: trainer.train(config[name], dirs[name]), t_start)
   _stage('train arbiter', _arbiter_done(config.arbiter, dirs['arbiter']),
@@ -58,5 +63,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not results:
     with open(os.path.join(dirs['table'], 'table.md')) as f:
       print(f.read())
+  _stage('trace who wrote each token', os.path.exists(os.path.join(dirs['trace'], 'trace.html')),
+         lambda: trace.run(config.arbiter, dirs['trace']), t_start)
   print(f'[pipeline] finished in {time.time() - t_start:.0f} s; results in {dirs["table"]}', flush=True)
   return results

@@ -6,19 +6,7 @@ See configs/bench_decode.py for the pair (by path or by config) and the grid, co
 what each column means.
 """
 
-from absl import app, flags
-from ml_collections import config_flags
-
-from cospec_jax import decode_benchmark
-
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/bench_decode.py', 'Benchmark config file.')
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/bench_decode', 'Where bench_decode.json and exported pairs go.')
-
-
-def main(argv):
-  del argv
-  decode_benchmark.run(_CONFIG.value, _WORKDIR.value)
-
+from cospec_jax import main
 
 if __name__ == '__main__':
-  app.run(main)
+  main.run_script(config='configs/bench_decode.py', workdir='runs/bench_decode')

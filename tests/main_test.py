@@ -69,16 +69,42 @@ def test_pipeline_smoke_runs_every_stage_and_resumes(tmp_path):
              f'--workdir={workdir}']
   proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  for stage in ('train draft', 'train target', 'train arbiter', 'evaluate every method'):
+  for stage in ('train draft', 'train target', 'train arbiter', 'evaluate every method', 'trace who wrote each token'):
     assert f'[pipeline] {stage}: done' in proc.stdout, stage
   results = json.loads((workdir / 'table' / 'results.json').read_text())
   rows = {r['method']: r for r in results['rows']}
   assert rows['spd greedy']['correct'] == rows['target-only']['correct']
   assert '| cospec lam=0 |' in proc.stdout  # The table is printed.
   assert (workdir / 'table' / 'pareto.png').stat().st_size > 0
+  page = (workdir / 'trace' / 'trace.html').read_text()
+  assert page.startswith('<!DOCTYPE html>') and 'kept at a mismatch by the arbiter' in page and '<script' not in page
+  assert 'right and target-only wrong on' in proc.stdout
   table_mtime = (workdir / 'table' / 'results.json').stat().st_mtime
   again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count('already done, skipped') == 4
+  assert again.stdout.count('already done, skipped') == 5
   assert (workdir / 'table' / 'results.json').stat().st_mtime == table_mtime  # Nothing finished is rewritten.
   assert '| cospec lam=0 |' in again.stdout
+
+
+@pytest.mark.parametrize('where', ['a_file', 'a_file/below'])
+def test_unusable_workdir_is_named_before_work_starts(tmp_path, where):
+  (tmp_path / 'a_file').write_text('not a directory')
+  workdir = tmp_path / where
+  proc = subprocess.run(
+      [sys.executable, '-m', 'cospec_jax.main', f'--config={ROOT}/configs/pipeline.py:smoke', f'--workdir={workdir}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert f'--workdir={str(workdir)!r}' in proc.stderr and 'pick' in proc.stderr
+  assert (tmp_path / 'a_file').read_text() == 'not a directory'
+
+
+def test_mesh_benchmark_smoke(tmp_path):
+  """Every mesh shape decodes the same tokens, so tau agrees across them; the table lists each mesh."""
+  from cospec_jax import mesh_benchmark
+  config = _load(os.path.join(ROOT, 'configs', 'bench_mesh.py')).get_config('smoke')
+  result = mesh_benchmark.run(config, str(tmp_path))
+  assert [(r['data'], r['model']) for r in result['rows']] == [tuple(m) for m in config.bench.meshes]
+  assert len({r['tau'] for r in result['rows']}) == 1 and result['rows'][0]['tau'] > 1.0
+  assert all(r['spd_tokens_per_s'] > 0 and r['target_tokens_per_s'] > 0 for r in result['rows'])
+  assert json.loads((tmp_path / 'bench_mesh.json').read_text()) == result
