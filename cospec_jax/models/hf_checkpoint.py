@@ -209,6 +209,13 @@ def _iter_tensors(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
       raise CheckpointError(f'{path} is corrupt or truncated ({e}); re-export or re-download it.') from e
 
 
+def read_hf_config(directory: str, dtype: str = 'float32', param_dtype: Optional[str] = None) -> ModelConfig:
+  """The ModelConfig of a Hugging Face checkpoint directory, from its config.json alone (no weights read)."""
+  if not os.path.isdir(directory):
+    raise CheckpointError(f'Checkpoint directory {directory!r} does not exist.')
+  return config_from_hf(_read_json(os.path.join(directory, CONFIG_NAME)), dtype, param_dtype or dtype)
+
+
 def load_hf_checkpoint(directory: str, dtype: str = 'float32',
                        param_dtype: Optional[str] = None) -> tuple[ModelConfig, dict]:
   """Reads a Hugging Face checkpoint directory.
@@ -221,9 +228,7 @@ def load_hf_checkpoint(directory: str, dtype: str = 'float32',
   Returns:
     (config, params): params is a nested dict of numpy arrays shaped as `transformer.param_shapes(config)`.
   """
-  if not os.path.isdir(directory):
-    raise CheckpointError(f'Checkpoint directory {directory!r} does not exist.')
-  config = config_from_hf(_read_json(os.path.join(directory, CONFIG_NAME)), dtype, param_dtype or dtype)
+  config = read_hf_config(directory, dtype, param_dtype)
   expected = traverse_util.flatten_dict(transformer.param_shapes(config))
   out_dtype = config.jnp_param_dtype
   flat, unexpected = {}, []

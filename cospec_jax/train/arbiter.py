@@ -36,7 +36,7 @@ from cospec_jax import sharding
 from cospec_jax.decoding import CoSpec, DecodeSettings, Exact, SpeculativeDecoder
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.cospec import ArbiterPolicy, init_policy
-from cospec_jax.models import load_hf_checkpoint
+from cospec_jax.models import load_hf_checkpoint, read_hf_config
 from cospec_jax.tasks import task as task_lib
 from cospec_jax.train import counterfactual, reinforce, trainer
 from cospec_jax.train.checkpoint import Checkpointer, abstract, restore_once
@@ -131,8 +131,9 @@ def warm_start(config: ml_collections.ConfigDict, workdir: str, state: ArbiterSt
 
 
 def restore_state(config: ml_collections.ConfigDict, workdir: str, step=None) -> ArbiterState:
-  """The checkpointed arbiter state of `workdir` (the latest step by default)."""
-  target, draft = load_pair(config)
+  """The checkpointed arbiter state of `workdir` (the latest step by default). Reads only the pair's config.json
+  files (the policy's input widths), not their weights."""
+  target, draft = ((read_hf_config(d), None) for d in checkpoint_dirs(config))
   abstract_state = jax.eval_shape(lambda: initial_state(config, target, draft))
   return restore_once(os.path.join(workdir, 'checkpoints'), abstract_state, step)
 

@@ -123,7 +123,7 @@ def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
       learning_rate=1e-4,
       entropy_coef=0.0,  # Entropy bonus weight.
       grad_clip=1.0,
-      save_every=2 if smoke else 25,
+      save_every=2 if smoke else 50,
       keep=3,
       restore_step=-1,  # -1 resumes from the latest checkpoint.
       progress_bar=not smoke,
@@ -166,7 +166,7 @@ def table_config(smoke: bool) -> ml_collections.ConfigDict:
       judge_max_harm=0.5,  # The judge keeps the draft where predicted harm is below this.
       lams=(0.0, 0.5, 1.0),  # CoSpec's points.
       timing=dict(problems=8 if smoke else 100,  # Batch-1 timing runs on this many test problems.
-                  repeats=1 if smoke else 3),  # Timed passes per measurement; the fastest counts.
+                  repeats=1 if smoke else 2),  # Timed passes per measurement; the fastest counts.
   ))
 
 
