@@ -13,8 +13,8 @@ Run (on a TPU VM; see experiments/tpu/README.md for the launch on a pod):
   python -m cospec_jax.main --config=configs/paper.py:0.5b-7b,humaneval --workdir=runs/0.5b-7b-humaneval \
       --config.arbiter_workdir=runs/0.5b-7b-mbpp/arbiter --config.pair.target_checkpoint=... (same pair)
 Runtime: not measured here (no accelerator was available to this project's sessions); the tests load-check every
-pair and task on tiny stand-in checkpoints, and run the smoke pipeline on them, in about 2 minutes on a 2-core CPU. 'smoke' as a third field (e.g.
-0.5b-7b,gsm8k,smoke) shrinks every count for such checks.
+pair and task on tiny stand-in checkpoints, and run the smoke pipeline on them, in about 2 minutes on a 2-core
+CPU. 'smoke' as a third field (e.g. 0.5b-7b,gsm8k,smoke) shrinks every count for such checks.
 """
 
 import ml_collections

@@ -16,8 +16,6 @@ from cospec_jax import sharding
 
 # Where each committed token came from (Generation.sources_BxT), for the collaboration trace.
 PROMPT, AGREED, KEPT, CORRECTION, BONUS, TARGET = range(6)
-SOURCE_NAMES = ('prompt', 'draft, agreed', 'draft, kept at a mismatch', 'target\'s correction', 'bonus',
-                'target (one-model decoding)')
 
 
 @flax.struct.dataclass

@@ -9,8 +9,9 @@ starts from there. The warm-started state is checkpointed as step 0.
 Each REINFORCE step draws P training prompts (a pure function of (seed, step)), gives each a `lam` from
 `config.rl.lams`, and decodes K rollouts of each with the stochastic policy in one compiled call. Reward =
 final-answer correctness (the task's own scorer: answer match, or tests passed in the sandbox) + lam * (tokens per
-target call) / (gamma + 1). A leave-one-out baseline within each prompt's K rollouts gives the advantages; the update is `reinforce.make_update`. Policy, optimizer state, step and RNG are checkpointed with orbax,
-so a killed run resumes exactly.
+target call) / (gamma + 1). A leave-one-out baseline within each prompt's K rollouts gives the advantages; the
+update is `reinforce.make_update`. Policy, optimizer state, step and RNG are checkpointed with orbax, so a killed
+run resumes exactly.
 
 Scale (`config.mesh`, `config.distributed`): rollouts (and the warm start's forks) are split over the mesh's `data`
 axis and the pair's weights over `model` by `config.mesh.rules`; the update is the same loss over the global batch.
