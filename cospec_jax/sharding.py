@@ -166,13 +166,6 @@ def fetch(tree: Any) -> Any:
   return jax.tree_util.tree_map(get, tree)
 
 
-def host_rows(n: int) -> range:
-  """The contiguous slice of `n` global rows this process feeds (all of them in one process)."""
-  count, index = jax.process_count(), jax.process_index()
-  per_host = -(-n // count)
-  return range(min(index * per_host, n), min((index + 1) * per_host, n))
-
-
 def initialize_distributed(config) -> bool:
   """Starts `jax.distributed` for a multi-process run; returns whether it did.
 
