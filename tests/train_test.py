@@ -47,7 +47,7 @@ def test_loss_goes_down(uninterrupted):
   assert losses[-1] < losses[0] - 0.3, losses
   assert result['step'] == 20
   assert os.path.exists(os.path.join(workdir, 'hf', 'model.safetensors'))
-  assert 0.0 <= json.load(open(os.path.join(workdir, 'eval.json')))['test_accuracy'] <= 1.0
+  assert 0.0 <= json.load(open(os.path.join(workdir, 'eval.json')))['validation_accuracy'] <= 1.0
 
 
 def test_resume_after_kill_equals_uninterrupted(uninterrupted, tmp_path):

@@ -33,8 +33,9 @@ class ArithmeticBuilder(tfds.core.GeneratorBasedBuilder):
   """Multi-step arithmetic word problems with GSM8K-style solutions."""
 
   name = 'cospec_arithmetic'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First version.'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First version.',
+                   '2.0.0': 'Disjoint splits: each split owns a hash bucket of problem keys; a `key` feature.'}
   BUILDER_CONFIGS = [
       ArithmeticConfig(name='default', description='2-4 steps of +, -, *.'),
       ArithmeticConfig(name='smoke', description='Tiny splits for tests.', train_size=64, validation_size=16,
@@ -52,6 +53,7 @@ class ArithmeticBuilder(tfds.core.GeneratorBasedBuilder):
             'question': tfds.features.Text(),
             'solution': tfds.features.Text(),
             'answer': tfds.features.Text(),
+            'key': tfds.features.Text(),  # Canonical content (arithmetic.problem_key); decides the split.
             'steps': tfds.features.Scalar(dtype=np.int32),
             'index': tfds.features.Scalar(dtype=np.int32),
         }),

@@ -1,7 +1,7 @@
 """Supervised training of an LM on question -> solution pairs: optax AdamW, orbax checkpoints, exact resume.
 
 `train(config, workdir)` builds the data set, restores the latest checkpoint in `workdir/checkpoints` if any, trains
-to `config.train.steps`, exports the model as a Hugging Face checkpoint (`workdir/hf`), and measures greedy test
+to `config.train.steps`, exports the model as a Hugging Face checkpoint (`workdir/hf`), and measures greedy validation
 accuracy (`workdir/eval.json`). Metrics go to `workdir/metrics.jsonl` and TensorBoard (`workdir/tensorboard`).
 """
 
@@ -100,7 +100,7 @@ def load_task(cfg: ml_collections.ConfigDict, workdir: str):
   from cospec_jax.tasks import arithmetic_tfds
   builder_config, tokenizer = task_from_config(cfg)
   data_dir = cfg.data_dir or os.path.join(workdir, 'tfds')
-  splits = {s: arithmetic_tfds.load_split(s, data_dir, builder_config) for s in ('train', 'test')}
+  splits = {s: arithmetic_tfds.load_split(s, data_dir, builder_config) for s in ('train', 'validation', 'test')}
   return tokenizer, splits
 
 
@@ -162,7 +162,7 @@ def greedy_accuracy(model: ModelConfig, params, tokenizer: Tokenizer, problems: 
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) the model of `config`; returns the final metrics and the test accuracy."""
+  """Trains (or resumes) the model of `config`; returns the final metrics and the validation accuracy."""
   os.makedirs(workdir, exist_ok=True)
   cfg = config.train
   model = config_lib.from_dict(config.model.to_dict())
@@ -212,15 +212,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   hf_dir = save_hf_checkpoint(os.path.join(workdir, 'hf'), model, state.params, overwrite=True,
                               bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id,
                               pad_token_id=tokenizer.pad_id)
-  test = splits['test'][:config.eval.num_examples]
-  evaluation = greedy_accuracy(model, state.params, tokenizer, test, config.eval.batch_size,
+  # Validation, not test: the test split is read once, by the comparison table (cospec_jax/evaluate.py).
+  validation = splits['validation'][:config.eval.num_examples]
+  evaluation = greedy_accuracy(model, state.params, tokenizer, validation, config.eval.batch_size,
                                config.eval.max_new_tokens)
   result = {'name': config.name, 'step': int(state.step), 'params': model.num_params(), 'train_seconds': train_seconds,
-            'final_metrics': {k: float(v) for k, v in last.items()}, 'test_accuracy': evaluation['accuracy'],
-            'test_correct': evaluation['correct'], 'test_total': evaluation['total'], 'hf_checkpoint': hf_dir}
+            'final_metrics': {k: float(v) for k, v in last.items()}, 'validation_accuracy': evaluation['accuracy'],
+            'validation_correct': evaluation['correct'], 'validation_total': evaluation['total'],
+            'hf_checkpoint': hf_dir}
   _write_json(os.path.join(workdir, 'eval.json'), dict(result, per_problem=evaluation['per_problem']))
   print(f'{config.name}: {model.num_params():,} params, step {result["step"]}, '
-        f'test accuracy {evaluation["correct"]}/{evaluation["total"]} = {evaluation["accuracy"]:.1%}')
+        f'validation accuracy {evaluation["correct"]}/{evaluation["total"]} = {evaluation["accuracy"]:.1%}')
   return result
 
 

@@ -1,0 +1,49 @@
+"""Disjoint splits of the embedded task: no training problem in validation or test, at the pipeline's sizes."""
+
+import itertools
+
+import pytest
+
+from cospec_jax.tasks import arithmetic
+from cospec_jax.train import defaults
+
+
+def _splits(data):
+  difficulty = arithmetic.Difficulty(**data.difficulty.to_dict())
+  sizes = {'train': data.train_size, 'validation': data.validation_size, 'test': data.test_size}
+  return {s: list(arithmetic.iter_problems(data.seed, s, n, difficulty)) for s, n in sizes.items()}
+
+
+def test_no_overlap_at_the_pipelines_sizes():
+  data = defaults.arithmetic_data(smoke=False)
+  splits = _splits(data)
+  assert [len(splits[s]) for s in ('train', 'validation', 'test')] == [50_000, 500, 500]
+  for a, b in itertools.combinations(splits, 2):
+    # By the question text, and by the content read back from it independently of the stored key.
+    assert not {p['question'] for p in splits[a]} & {p['question'] for p in splits[b]}, (a, b)
+    keys = lambda s: {arithmetic.key_of_question(p['question']) for p in splits[s]}  # noqa: E731
+    assert not keys(a) & keys(b), (a, b)
+  for s in arithmetic.UNIQUE_SPLITS:
+    assert len({p['question'] for p in splits[s]}) == len(splits[s]), s
+
+
+def test_the_partition_holds_across_seeds():
+  """Another seed's training problems never land in this seed's test split: the split is a function of content."""
+  difficulty = arithmetic.Difficulty(min_steps=2, max_steps=2, max_start=5, max_operand=5, max_multiplier=3)
+  test = {p['key'] for p in arithmetic.iter_problems(0, 'test', 20, difficulty)}
+  for seed in (1, 2, 3):
+    assert not test & {p['key'] for p in arithmetic.iter_problems(seed, 'train', 2_000, difficulty)}
+
+
+def test_key_matches_the_question():
+  for p in arithmetic.iter_problems(0, 'train', 200):
+    assert arithmetic.key_of_question(p['question']) == p['key']
+    assert arithmetic.split_of_key(p['key']) == 'train'
+  assert arithmetic.make_problem(0, 'test', 7) == list(arithmetic.iter_problems(0, 'test', 8))[7]
+
+
+def test_too_small_a_space_is_named():
+  tiny = arithmetic.Difficulty(min_steps=1, max_steps=1, max_start=2, max_operand=2, max_multiplier=2,
+                               operations='+')
+  with pytest.raises(ValueError, match='too few distinct problems'):
+    list(arithmetic.iter_problems(0, 'test', 50, tiny))
