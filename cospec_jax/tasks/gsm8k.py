@@ -10,12 +10,11 @@ after '####')}, the shape of the embedded task's problems, so `answers.is_correc
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Sequence
 
-from cospec_jax.tasks import answers
+from cospec_jax.tasks import answers, jsonl
 
 SPLITS = ('train', 'test')
 _CALCULATOR = re.compile(r'<<[^>]*>>')
@@ -35,15 +34,23 @@ def _check_split(split: str) -> None:
 
 
 def load_local(split: str, directory: str) -> list[dict]:
-  """The problems of `<directory>/<split>.jsonl` (GSM8K's original files), in file order."""
+  """The problems of `<directory>/<split>.jsonl` (GSM8K's original files), in file order. A bad line is a
+  ValueError naming the file, the line and the field."""
   _check_split(split)
   path = os.path.join(directory, f'{split}.jsonl')
   if not os.path.exists(path):
     raise FileNotFoundError(f'No GSM8K file at {path}: point at the directory holding the original train.jsonl and '
                             'test.jsonl (github.com/openai/grade-school-math), or use load_tfds to download.')
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  return [parse(r['question'], r['answer']) for r in records]
+  problems = []
+  for number, record in jsonl.read(path, ('question', 'answer')):
+    for field in ('question', 'answer'):
+      if not isinstance(record[field], str):
+        raise jsonl.field_error(path, number, field, f'expected a string, got {record[field]!r}.')
+    try:
+      problems.append(parse(record['question'], record['answer']))
+    except ValueError as e:
+      raise jsonl.field_error(path, number, 'answer', str(e)) from None
+  return problems
 
 
 def load_tfds(split: str, data_dir: str | None = None) -> list[dict]:
