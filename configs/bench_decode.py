@@ -16,10 +16,12 @@ HF assisted generation at batch 1, for a target ~115x the draft's parameters.
 
 import ml_collections
 
+from cospec_jax import config_args
+
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the full benchmark, 'smoke' for a seconds-long version of the same thing."""
-  smoke = arg == 'smoke'
+  smoke = config_args.is_smoke(arg, __file__)
   config = ml_collections.ConfigDict()
   config.job = 'bench_decode'  # What cospec_jax.main runs.
 

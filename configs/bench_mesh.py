@@ -10,12 +10,13 @@ Runtime: about 11 minutes on a 2-core CPU with 8 simulated devices (5 meshes x 3
 
 import ml_collections
 
+from cospec_jax import config_args
 from cospec_jax.train import defaults
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the full benchmark, 'smoke' for a seconds-long version of the same thing."""
-  smoke = arg == 'smoke'
+  smoke = config_args.is_smoke(arg, __file__)
   config = ml_collections.ConfigDict()
   config.job = 'bench_mesh'  # What cospec_jax.main runs.
   config.mesh = defaults.mesh_config()  # Only `rules` is used; the shapes are bench.meshes.

@@ -15,12 +15,13 @@ the collaboration trace (<workdir>/trace/trace.html).
 
 import ml_collections
 
+from cospec_jax import config_args
 from cospec_jax.train import defaults
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the real run, 'smoke' for a short version of the same thing."""
-  smoke = arg == 'smoke'
+  smoke = config_args.is_smoke(arg, __file__)
   config = ml_collections.ConfigDict()
   config.job = 'pipeline'  # What cospec_jax.main runs.
   config.data = ml_collections.ConfigDict(dict(data_dir=''))  # '' keeps the data set in <workdir>/tfds.

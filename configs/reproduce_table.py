@@ -11,12 +11,13 @@ measured); smoke ~30 s.
 
 import ml_collections
 
+from cospec_jax import config_args
 from cospec_jax.train import defaults
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the real run, 'smoke' for a short version of the same thing."""
-  smoke = arg == 'smoke'
+  smoke = config_args.is_smoke(arg, __file__)
   config = defaults.arbiter_config(smoke)  # The arbiter's own settings (policy shape, gamma, answer length).
   config.job = 'reproduce_table'
   config.arbiter_workdir = 'runs/arbiter'  # Workdir of configs/train_arbiter.py (checkpoints and forks are read).

@@ -13,9 +13,10 @@ Reproduces: the arbiter of issue "CoSpec itself"; configs/reproduce_table.py eva
 
 import ml_collections
 
+from cospec_jax import config_args
 from cospec_jax.train import defaults
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the real run, 'smoke' for a seconds-long version of the same thing."""
-  return defaults.arbiter_config(smoke=arg == 'smoke')
+  return defaults.arbiter_config(smoke=config_args.is_smoke(arg, __file__))

@@ -11,9 +11,10 @@ Reproduces: the draft of the embedded pair (issue "embedded default"): 24.6%, 40
 
 import ml_collections
 
+from cospec_jax import config_args
 from cospec_jax.train import defaults
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the real run, 'smoke' for a seconds-long version of the same thing."""
-  return defaults.draft_config(smoke=arg == 'smoke')
+  return defaults.draft_config(smoke=config_args.is_smoke(arg, __file__))

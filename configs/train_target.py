@@ -11,9 +11,10 @@ Reproduces: the target of the embedded pair (issue "embedded default"): 64.4% gr
 
 import ml_collections
 
+from cospec_jax import config_args
 from cospec_jax.train import defaults
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the real run, 'smoke' for a seconds-long version of the same thing."""
-  return defaults.target_config(smoke=arg == 'smoke')
+  return defaults.target_config(smoke=config_args.is_smoke(arg, __file__))
