@@ -1,4 +1,5 @@
-"""The trainer: loss goes down, resume after a kill equals an uninterrupted run, a corrupt checkpoint is named."""
+"""The trainer: loss goes down, resume after a kill equals an uninterrupted run, a corrupt checkpoint is named with
+the flag of the command that ran, and restoring an older step continues the run to the uninterrupted result."""
 
 import json
 import os
@@ -12,7 +13,6 @@ import pytest
 from cospec_jax.train import checkpoint as checkpoint_lib
 from cospec_jax.train import trainer
 
-pytest.importorskip('tensorflow_datasets')
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs'))
 import train_target  # noqa: E402
 
@@ -47,7 +47,11 @@ def test_loss_goes_down(uninterrupted):
   assert losses[-1] < losses[0] - 0.3, losses
   assert result['step'] == 20
   assert os.path.exists(os.path.join(workdir, 'hf', 'model.safetensors'))
-  assert 0.0 <= json.load(open(os.path.join(workdir, 'eval.json')))['validation_accuracy'] <= 1.0
+  evaluation = json.load(open(os.path.join(workdir, 'eval.json')))
+  per_problem = evaluation['per_problem']  # Counted independently of the summary fields below.
+  assert len(per_problem) == evaluation['validation_total'] == 4 and all(isinstance(c, bool) for c in per_problem)
+  assert evaluation['validation_correct'] == sum(per_problem) == result['validation_correct']
+  assert evaluation['validation_accuracy'] == result['validation_accuracy'] == sum(per_problem) / 4
 
 
 def test_resume_after_kill_equals_uninterrupted(uninterrupted, tmp_path):
@@ -94,6 +98,25 @@ def test_corrupt_latest_checkpoint_is_named_and_older_restores(uninterrupted, tm
   _, older = trainer.restore_params(str(damaged), config, step=10)
   _, expected = trainer.restore_params(str(workdir), config, step=10)
   jax.tree_util.tree_map(np.testing.assert_array_equal, older, expected)
+  # Inside the pipeline the hint names the pipeline's flag; that flag set, the run goes on from step 10 to the
+  # uninterrupted run's parameters, and the damaged step 20 is kept aside.
+  with pytest.raises(checkpoint_lib.CheckpointCorruptError, match=r'--config\.target\.train\.restore_step=10 '):
+    trainer.train(config, str(damaged), config_flag='--config.target')
+  resumed = trainer.train(_with_restore_step(config, 10), str(damaged), config_flag='--config.target')
+  assert resumed['step'] == 20
+  _, got = trainer.restore_params(str(damaged), config)
+  _, expected = trainer.restore_params(str(workdir), config)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, got, expected)
+  (aside,) = os.listdir(damaged / 'checkpoints.set_aside')
+  assert aside.startswith('20.') and open(next(
+      os.path.join(r, n) for r, _, ns in os.walk(damaged / 'checkpoints.set_aside' / aside) for n in ns), 'rb'
+  ).read() == b'\0garbage'
+
+
+def _with_restore_step(config, step):
+  config = config.copy_and_resolve_references()
+  config.train.restore_step = step
+  return config
 
 
 def test_bad_schedule_is_named():

@@ -161,8 +161,12 @@ def greedy_accuracy(model: ModelConfig, params, tokenizer: Tokenizer, problems: 
           'per_problem': [bool(c) for c in correct]}
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (or resumes) the model of `config`; returns the final metrics and the validation accuracy."""
+def train(config: ml_collections.ConfigDict, workdir: str, config_flag: str = '--config') -> dict:
+  """Trains (or resumes) the model of `config`; returns the final metrics and the validation accuracy.
+
+  `config_flag` is how the user's command line reaches `config` ('--config' for configs/train_target.py,
+  '--config.target' inside the pipeline): a corrupt checkpoint's error names <config_flag>.train.restore_step.
+  config.train.restore_step >= 0 resumes from that step and moves the newer ones aside (checkpoint.py)."""
   os.makedirs(workdir, exist_ok=True)
   cfg = config.train
   model = config_lib.from_dict(config.model.to_dict())
@@ -177,10 +181,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   optimizer = make_optimizer(cfg)
   schedule = make_schedule(cfg)
   state = init_state(model, optimizer, config.seed)
-  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), cfg.save_every, cfg.keep)
+  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), cfg.save_every, cfg.keep,
+                              restore_flag=f'{config_flag}.train.restore_step')
   if checkpointer.latest_step() is not None:
     restore_step = None if cfg.restore_step < 0 else cfg.restore_step
-    _, state = checkpointer.restore(abstract(state), restore_step)
+    _, state = checkpointer.restore(abstract(state), restore_step, resume=True)
   start = int(state.step)
   metrics_writer = MetricsWriter(workdir, start)
   train_step = make_train_step(model, optimizer, schedule)
