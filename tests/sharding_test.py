@@ -1,6 +1,7 @@
 """Sharded over a device mesh == one device: decoding (greedy SPD, CoSpec with sampled actions, target-only) gives the
 same tokens on meshes (8,1), (4,2), (2,4) of the 8 simulated CPU devices (tests/conftest.py), and the REINFORCE update
-the same parameters within float tolerance."""
+the same parameters within float tolerance. Everything here runs on those CPU devices, also on a host with an
+accelerator (where jax.devices() would be the accelerator's), so the tests run everywhere instead of skipping."""
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +18,23 @@ from tests import helpers
 
 MESHES = [(8, 1), (4, 2), (2, 4)]
 B, G, N_NEW = 8, 3, 12
+CPUS = jax.devices('cpu')
+
+
+def _mesh(data, model):
+  return sharding.make_mesh(data, model, devices=CPUS)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def on_cpu():
+  """Arrays and computations without a mesh go to the first CPU device, whatever the default backend is."""
+  assert len(CPUS) == 8, 'tests/conftest.py sets XLA_FLAGS=--xla_force_host_platform_device_count=8 before JAX starts'
+  with jax.default_device(CPUS[0]):
+    yield
 
 
 @pytest.fixture(scope='module')
 def pair():
-  if len(jax.devices()) < 8:
-    pytest.skip('needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8 (set by tests/conftest.py)')
   tc, tp, dc, dp = helpers.tiny_pair(vocab_size=64, noise=0.15)
   policy = ArbiterPolicy(hidden=16, projection=4)
   policy_params = init_policy(policy, tc.d_model, dc.d_model, jax.random.PRNGKey(5))
@@ -58,7 +70,7 @@ def _place(mesh, tp, dp):
 
 def test_partition_specs_follow_rules_and_fall_back_when_uneven(pair):
   tc, tp, *_ = pair
-  mesh = sharding.make_mesh(2, 4)
+  mesh = _mesh(2, 4)
   specs = sharding.partition_specs(tp, sharding.LLAMA_RULES, mesh)
   attn = specs['layers_0']['self_attn']
   assert attn['q_proj']['kernel'] == PartitionSpec(None, 'model')
@@ -78,16 +90,16 @@ def test_partition_specs_follow_rules_and_fall_back_when_uneven(pair):
 
 def test_mesh_errors_name_the_fix():
   with pytest.raises(ValueError, match='does not fit the'):
-    sharding.make_mesh(4, 4, devices=jax.devices()[:8])
+    sharding.make_mesh(4, 4, devices=CPUS[:8])
   with pytest.raises(ValueError, match='multiple of 4'):
-    sharding.check_batch(6, sharding.make_mesh(4, 1, devices=jax.devices()[:4]))
+    sharding.check_batch(6, sharding.make_mesh(4, 1, devices=CPUS[:4]))
 
 
 @pytest.mark.parametrize('shape', MESHES)
 def test_sharded_decoding_equals_one_device(pair, one_device, shape):
   tc, tp, dc, dp, policy, policy_params, prompts = pair
   want_spd, want_cospec, want_target = one_device
-  mesh = sharding.make_mesh(*shape)
+  mesh = _mesh(*shape)
   stp, sdp = _place(mesh, tp, dp)
 
   got = SpeculativeDecoder(tc, dc, Exact(), G, SETTINGS, mesh=mesh).generate(stp, sdp, prompts)
@@ -119,7 +131,7 @@ def test_sharded_reinforce_update_equals_one_device(pair, one_device, shape):
   copy = lambda tree: jax.tree_util.tree_map(jnp.array, tree)  # noqa: E731  (the update donates its inputs)
   want, _, want_metrics = reinforce.make_update(policy, optimizer, 0.01)(
       copy(policy_params), optimizer.init(policy_params), rollouts.records, advantages_B)
-  mesh = sharding.make_mesh(*shape)
+  mesh = _mesh(*shape)
   rows = sharding.batch_sharding(mesh)
   records = jax.tree_util.tree_map(lambda x: sharding.put(x, rows), rollouts.records)
   got, _, got_metrics = reinforce.make_update(policy, optimizer, 0.01, mesh)(
