@@ -2,6 +2,7 @@
 chat prompt, a text round trip."""
 
 import pytest
+import transformers
 
 from cospec_jax.tasks.hf_tokenizer import HFTokenizer, _token_text
 from tests import helpers
@@ -21,7 +22,6 @@ def directory(tmp_path_factory):
 
 
 def test_ids_and_chat_prompt_match_transformers(directory):
-  transformers = pytest.importorskip('transformers')
   reference = transformers.AutoTokenizer.from_pretrained(directory)
   ours = HFTokenizer(directory)
   text = 'Natalia sold 48 clips in April, and 24 in May. #### 72 ünïcode'

@@ -3,12 +3,10 @@
 import re
 
 import pytest
+import tensorflow_datasets as tfds
 
-from cospec_jax.tasks import answers, arithmetic
+from cospec_jax.tasks import answers, arithmetic, arithmetic_tfds
 from cospec_jax.tasks.tokenizer import CharTokenizer
-
-tfds = pytest.importorskip('tensorflow_datasets')
-from cospec_jax.tasks import arithmetic_tfds  # noqa: E402
 
 SMALL = arithmetic_tfds.ArithmeticConfig(name='t', seed=3, train_size=40, validation_size=8, test_size=12,
                                          difficulty=arithmetic.Difficulty(min_steps=1, max_steps=5))
