@@ -9,9 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-torch = pytest.importorskip('torch')
-transformers = pytest.importorskip('transformers')
+import torch
+import transformers
 
 from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, Exact, SpeculativeDecoder  # noqa: E402
 from cospec_jax.models import (RopeScaling, apply, init_params, load_hf_checkpoint,  # noqa: E402
