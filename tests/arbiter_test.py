@@ -17,7 +17,6 @@ from cospec_jax import evaluate
 from cospec_jax.train import arbiter, counterfactual
 from tests import helpers
 
-pytest.importorskip('tensorflow_datasets')
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs'))
 import reproduce_table  # noqa: E402
 import train_arbiter  # noqa: E402
