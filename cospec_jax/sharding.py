@@ -5,8 +5,12 @@ compiles one global program for a (data, model) mesh, so data and model parallel
 collectives. On 8 simulated CPU devices (`XLA_FLAGS=--xla_force_host_platform_device_count=8`) it runs unchanged.
 
 - `make_mesh(data, model)`: a mesh over every device of every process (use -1 for "the rest").
-- `partition_specs(params, rules, mesh)` / `shard_params(...)`: parameter sharding from (regex, partition) pairs, the
-  first pattern that matches a parameter's path ('layers_0/self_attn/q_proj/kernel') wins, as in big_vision.
+- `partition_specs(params, rules, mesh, config)` / `shard_params(...)`: parameter sharding from (regex, partition)
+  pairs, the first pattern that matches a parameter's path ('layers_0/self_attn/q_proj/kernel') wins, as in
+  big_vision. Scanned layers ('layers/...', a leading [Y] axis) take the same rules; with the model's config, an
+  attention projection splits over `model` only by whole heads.
+- `abstract_params(config, rules, mesh)`: the same placement as jax.ShapeDtypeStructs (AOT compiles, no memory).
+- `for_mesh(config, mesh)`: the model config whose KV cache splits over `model` by whole heads (kv_repeat).
 - `batch_sharding(mesh)`, `put(x, sharding)`: host arrays onto the mesh, in one or many processes.
 - `constrain_batch(tree, mesh)`, `constrain_cache(cache, mesh)`: the decode state inside the compiled loop.
 - `fetch(tree)`: a global array back to every host's memory, multi-process included.
@@ -67,11 +71,22 @@ def _path(key_path) -> str:
   return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in key_path)
 
 
-def partition_specs(params: Any, rules: Sequence[tuple[str, Sequence[Optional[str]]]], mesh: Mesh) -> Any:
+# Dimensions (of one layer's parameter) that hold attention heads, each head `head_dim` wide: such a dimension is
+# split over a mesh axis only by whole heads.
+_HEAD_DIMS = ((re.compile(r'(q_proj|k_proj|v_proj)/kernel$'), 1), (re.compile(r'(q_proj|k_proj|v_proj)/bias$'), 0),
+              (re.compile(r'o_proj/kernel$'), 0))
+SCANNED = 'layers'  # Top-level name of a scanned stack of blocks (transformer.py): its leaves lead with [Y].
+
+
+def partition_specs(params: Any, rules: Sequence[tuple[str, Sequence[Optional[str]]]], mesh: Mesh,
+                    config: Any = None) -> Any:
   """PartitionSpecs for `params` from the first (regex, partition) rule that `re.search`es each path.
 
   A dimension whose size the mesh axis does not divide is replicated instead (and logged), so one rule set serves a
-  tiny test model and a 7B one. A parameter that no rule matches is an error naming it.
+  tiny test model and a 7B one. With `config` (the ModelConfig), a heads dimension of an attention projection must
+  split into whole heads (`head_dim` wide) or is replicated: never a head cut in two. A scanned stack's parameters
+  ('layers/...') get the rule's partition after their leading layer axis. A parameter that no rule matches is an
+  error naming it.
   """
   compiled = [(re.compile(pattern), tuple(spec)) for pattern, spec in rules]
 
@@ -83,18 +98,55 @@ def partition_specs(params: Any, rules: Sequence[tuple[str, Sequence[Optional[st
     else:
       raise ValueError(f'No partition rule matches parameter {path!r}; add a (pattern, partition) pair for it, or a '
                        "final ('.*', ()) to replicate the rest.")
-    if len(spec) > np.ndim(x):
+    scanned = path.split('/')[0] == SCANNED
+    shape = np.shape(x)[1:] if scanned else np.shape(x)
+    if len(spec) > len(shape):
       raise ValueError(f'Partition {spec} for {path!r} has more axes than its shape {np.shape(x)}.')
+    head_dim = None
+    if config is not None:
+      head_dim = next((d for pattern, d in _HEAD_DIMS if pattern.search(path)), None)
     fitted = []
-    for dim, axis in zip(np.shape(x), spec):
-      if axis is not None and dim % mesh.shape[axis]:
-        logging.info('%s: dimension %d is not divisible by mesh axis %s=%d; replicated.', path, dim, axis,
-                     mesh.shape[axis])
+    for i, (dim, axis) in enumerate(zip(shape, spec)):
+      unit = config.head_dim if head_dim == i else 1
+      if axis is not None and dim % (mesh.shape[axis] * unit):
+        logging.info('%s: dimension %d is not divisible by mesh axis %s=%d%s; replicated.', path, dim, axis,
+                     mesh.shape[axis], f' heads of {unit}' if unit > 1 else '')
         axis = None
       fitted.append(axis)
-    return PartitionSpec(*fitted)
+    return PartitionSpec(*(([None] if scanned else []) + fitted))
 
   return jax.tree_util.tree_map_with_path(spec_for, params)
+
+
+def abstract_params(config: Any, rules: Sequence[tuple[str, Sequence[Optional[str]]]], mesh: Mesh) -> Any:
+  """The parameters of `config` as jax.ShapeDtypeStructs placed by `rules` on `mesh` (which may hold abstract TPU
+  devices): what `shard_params` would give, for AOT compilation without memory or devices."""
+  from cospec_jax.models import transformer  # sharding.py stays importable without the models.
+  shapes = transformer.param_shapes(config)
+  specs = partition_specs(shapes, rules, mesh, config)
+  return jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, s)), shapes, specs)
+
+
+def kv_repeat(config: Any, mesh: Optional[Mesh]) -> int:
+  """Copies of each key/value head that let the KV cache split over `model` by whole heads (MaxText's layout): 1
+  when the kv heads already divide the axis, axis // kv heads when that many copies keep each cache head serving
+  whole query heads, else 1 (the cache is then replicated over `model`, and logged)."""
+  if mesh is None:
+    return 1
+  m, k, n = mesh.shape[MODEL], config.n_kv_heads, config.n_heads
+  if k % m == 0:
+    return 1
+  if m % k == 0 and n % m == 0 and (n // k) % (m // k) == 0:
+    return m // k
+  logging.info('%d kv heads of %d query heads cannot split over model=%d by whole heads; KV cache replicated.', k, n,
+               m)
+  return 1
+
+
+def for_mesh(config: Any, mesh: Optional[Mesh]) -> Any:
+  """`config` with the kv_repeat that `mesh` needs (unchanged without a mesh)."""
+  return config if mesh is None else config.replace(kv_repeat=kv_repeat(config.replace(kv_repeat=1), mesh))
 
 
 def put(x: Any, sharding: NamedSharding) -> jax.Array:
@@ -118,9 +170,10 @@ def on_mesh(tree: Any, mesh: Mesh) -> Any:
   return jax.tree_util.tree_map(place, tree)
 
 
-def shard_params(params: Any, rules: Sequence[tuple[str, Sequence[Optional[str]]]], mesh: Mesh) -> Any:
-  """`params` placed on `mesh` by `partition_specs`."""
-  specs = partition_specs(params, rules, mesh)
+def shard_params(params: Any, rules: Sequence[tuple[str, Sequence[Optional[str]]]], mesh: Mesh,
+                 config: Any = None) -> Any:
+  """`params` placed on `mesh` by `partition_specs` (head-aware with the model's `config`)."""
+  specs = partition_specs(params, rules, mesh, config)
   return jax.tree_util.tree_map(lambda x, s: put(x, NamedSharding(mesh, s)), params, specs)
 
 
@@ -142,15 +195,19 @@ def constrain_batch(tree: Any, mesh: Optional[Mesh]) -> Any:
   return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding(mesh)), tree)
 
 
+def cache_spec(cache_heads: int, mesh: Mesh) -> PartitionSpec:
+  """The KV cache [Y, B, S, C, H]: rows over `data`, cache heads over `model` when they divide it."""
+  return PartitionSpec(None, DATA, None, MODEL if cache_heads % mesh.shape[MODEL] == 0 else None, None)
+
+
 def constrain_cache(cache: Any, mesh: Optional[Mesh]) -> Any:
-  """Inside jit: KV caches [B, S, K, H] split over `data` by row and over `model` by key/value head (when the heads
-  divide evenly, as the projections that write them are split the same way)."""
+  """Inside jit: KV caches [Y, B, S, C, H] split over `data` by row and over `model` by cache head (when the heads
+  divide evenly; `for_mesh` repeats kv heads so that they do)."""
   if mesh is None or cache is None:
     return cache
 
-  def constrain(x_BxSxKxH):
-    heads = MODEL if x_BxSxKxH.shape[2] % mesh.shape[MODEL] == 0 else None
-    return jax.lax.with_sharding_constraint(x_BxSxKxH, NamedSharding(mesh, PartitionSpec(DATA, None, heads, None)))
+  def constrain(x_YxBxSxCxH):
+    return jax.lax.with_sharding_constraint(x_YxBxSxCxH, NamedSharding(mesh, cache_spec(x_YxBxSxCxH.shape[3], mesh)))
 
   return jax.tree_util.tree_map(constrain, cache)
 

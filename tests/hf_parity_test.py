@@ -15,6 +15,8 @@ import transformers
 from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, Exact, SpeculativeDecoder  # noqa: E402
 from cospec_jax.models import (RopeScaling, apply, init_params, load_hf_checkpoint,  # noqa: E402
                                save_hf_checkpoint)
+from cospec_jax import sharding  # noqa: E402
+from jax.sharding import PartitionSpec  # noqa: E402
 from tests import helpers  # noqa: E402
 
 V = 97
@@ -48,17 +50,36 @@ def hf_checkpoint(request, tmp_path_factory):
   return model, str(path)
 
 
-def test_import_gives_hf_logits(hf_checkpoint):
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_import_gives_hf_logits(hf_checkpoint, scan_layers):
   model, path = hf_checkpoint
-  config, params = load_hf_checkpoint(path)
+  config, params = load_hf_checkpoint(path, scan_layers=scan_layers)
   tokens = np.random.RandomState(0).randint(0, V, (2, 19))
   ours, _, _ = apply(config, params, jnp.asarray(tokens), _positions(tokens))
   np.testing.assert_allclose(np.asarray(ours), _hf_logits(model, tokens), atol=1e-4, rtol=0)
 
 
-def test_greedy_generation_equals_hf_generate(hf_checkpoint):
+def test_import_onto_a_mesh_in_bfloat16_gives_hf_logits(hf_checkpoint):
+  """Streaming into shards: every device's slice read from the file, scanned layers, bfloat16 weights."""
+  if len(jax.devices()) < 8:
+    pytest.skip('needs 8 devices (tests/conftest.py sets them)')
   model, path = hf_checkpoint
-  config, params = load_hf_checkpoint(path)
+  mesh = sharding.make_mesh(2, 4)
+  config, params = load_hf_checkpoint(path, 'bfloat16', scan_layers=True, mesh=mesh)
+  q = params['layers']['self_attn']['q_proj']['kernel']
+  assert q.dtype == jnp.bfloat16 and q.sharding.spec == PartitionSpec(None, None, 'model')
+  host_config, host_params = load_hf_checkpoint(path, 'bfloat16', scan_layers=True)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(params), host_params)
+  tokens = np.random.RandomState(0).randint(0, V, (2, 19))
+  ours, _, _ = jax.jit(lambda p, t: apply(config, p, t, _positions(t)))(params, jnp.asarray(tokens))
+  ref = _hf_logits(model, tokens)
+  assert np.abs(np.asarray(ours) - ref).max() < 0.1 * np.abs(ref).max()  # bfloat16 weights and activations.
+
+
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_greedy_generation_equals_hf_generate(hf_checkpoint, scan_layers):
+  model, path = hf_checkpoint
+  config, params = load_hf_checkpoint(path, scan_layers=scan_layers)
   decoder = AutoregressiveDecoder(config, settings=DecodeSettings(max_new_tokens=20, eos_ids=(EOS,)))
   prompts = helpers.ragged_prompts(3, V, seed=1, low=2, high=9)
   ours = decoder.generate(params, prompts).completions()
@@ -69,15 +90,16 @@ def test_greedy_generation_equals_hf_generate(hf_checkpoint):
     np.testing.assert_array_equal(got, ref)
 
 
-def test_export_loads_in_hf_with_same_logits(hf_checkpoint, tmp_path):
+@pytest.mark.parametrize('scan_layers', [False, True])
+def test_export_loads_in_hf_with_same_logits(hf_checkpoint, tmp_path, scan_layers):
   _, path = hf_checkpoint
-  config, params = load_hf_checkpoint(path)
+  config, params = load_hf_checkpoint(path, scan_layers=scan_layers)
   out = save_hf_checkpoint(str(tmp_path / 'exported'), config, params, eos_token_id=EOS)
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
   tokens = np.random.RandomState(2).randint(0, V, (2, 11))
   ours, _, _ = apply(config, params, jnp.asarray(tokens), _positions(tokens))
   np.testing.assert_allclose(_hf_logits(reloaded, tokens), np.asarray(ours), atol=1e-4, rtol=0)
-  config2, params2 = load_hf_checkpoint(out)
+  config2, params2 = load_hf_checkpoint(out, scan_layers=scan_layers)
   assert config2 == config
   jax.tree_util.tree_map(np.testing.assert_array_equal, params2, params)
 

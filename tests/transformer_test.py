@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from cospec_jax.models import ModelConfig, RopeScaling, apply, init_cache, init_params, param_shapes
+from cospec_jax.models import ModelConfig, RopeScaling, apply, init_cache, init_params, param_shapes, transformer
 from tests import helpers
 
 
@@ -89,7 +89,7 @@ class CachedDecodingTest(parameterized.TestCase):
     bf16 = config.replace(dtype='bfloat16', param_dtype='bfloat16')
     params16 = jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16), params)
     cache = init_cache(bf16, 2, 12)
-    self.assertEqual(cache[0].k_BxSxKxH.dtype, jnp.bfloat16)
+    self.assertEqual(cache.k_YxBxSxCxH.dtype, jnp.bfloat16)
     out, hidden, _ = apply(bf16, params16, tokens, _full_positions(2, 9), cache)
     self.assertEqual(out.dtype, jnp.float32)
     self.assertEqual(hidden.dtype, jnp.bfloat16)
@@ -106,6 +106,49 @@ def test_full_size_shapes_without_memory():
   n = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
   assert n == config.num_params() == 8_030_261_248
   assert shapes['layers_0']['self_attn']['k_proj']['kernel'].shape == (4096, 1024)
+  scanned = param_shapes(config.replace(scan_layers=True))
+  assert scanned['layers']['self_attn']['k_proj']['kernel'].shape == (32, 4096, 1024)
+  assert sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(scanned)) == n
+
+
+@pytest.mark.parametrize('overrides', [{}, dict(qkv_bias=True, model_type='qwen2'), dict(qk_norm=True,
+                                                                                         model_type='qwen3')])
+@pytest.mark.parametrize('kv_repeat', [1, 2])
+def test_scanned_layers_and_repeated_kv_heads_equal_the_unrolled_model(overrides, kv_repeat):
+  """The same weights, stacked under one nn.scan and with each kv head repeated in the cache, give the unrolled
+  model's logits, as a full forward and through the cache (prefill, a block, one token)."""
+  config = helpers.tiny_config(n_layers=3, **overrides)
+  params = init_params(config, jax.random.PRNGKey(0))
+  scanned = config.replace(scan_layers=True, kv_repeat=kv_repeat)
+  stacked = transformer.stack_layers(jax.device_get(params), config.n_layers)
+  assert jax.tree_util.tree_structure(stacked) == jax.tree_util.tree_structure(param_shapes(scanned))
+  B, L = 2, 9
+  tokens_BxL = jax.random.randint(jax.random.PRNGKey(1), (B, L), 0, config.vocab_size)
+  ref_BxLxV, _, _ = apply(config, params, tokens_BxL, _full_positions(B, L))
+  cache = init_cache(scanned, B, 12)
+  assert cache.k_YxBxSxCxH.shape == (3, B, 12, config.n_kv_heads * kv_repeat, config.head_dim)
+  outs = []
+  for a, b in [(0, 4), (4, 8), (8, 9)]:
+    logits, _, cache = jax.jit(lambda p, t, pos, c: apply(scanned, p, t, pos, c))(
+        stacked, tokens_BxL[:, a:b], _full_positions(B, b)[:, a:], cache)
+    outs.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(outs, 1), ref_BxLxV, atol=2e-5, rtol=1e-5)
+  full, _, _ = apply(scanned, stacked, tokens_BxL, _full_positions(B, L))
+  np.testing.assert_allclose(full, ref_BxLxV, atol=2e-5, rtol=1e-5)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, transformer.unstack_layers(stacked), jax.device_get(params))
+
+
+def test_scanned_compile_does_not_grow_with_depth():
+  """The scanned stack's lowered program holds one block: its text is the same size at 2 and at 12 layers (but for
+  the digits of the layer count), while the unrolled one grows with depth."""
+  def hlo_size(config):
+    shapes = param_shapes(config)
+    tokens = jax.ShapeDtypeStruct((1, 4), jnp.int32)
+    return len(jax.jit(lambda p, t: apply(config, p, t, t)[0]).lower(shapes, tokens).as_text())
+
+  base = helpers.tiny_config(scan_layers=True)
+  assert abs(hlo_size(base.replace(n_layers=12)) - hlo_size(base.replace(n_layers=2))) < 0.01 * hlo_size(base)
+  assert hlo_size(base.replace(scan_layers=False, n_layers=12)) > 3 * hlo_size(base.replace(scan_layers=False))
 
 
 def test_num_params_matches_tree():
@@ -120,6 +163,7 @@ def test_num_params_matches_tree():
     (dict(head_dim=7), 'even'),
     (dict(dtype='float16'), 'bfloat16'),
     (dict(d_model=0), 'positive'),
+    (dict(kv_repeat=4), 'must divide n_heads=4'),
 ])
 def test_bad_config_is_named(bad, match):
   with pytest.raises(ValueError, match=match):

@@ -27,10 +27,13 @@ class DecodeSettings:
   pad_id: int = 0  # Fills the buffer after each row's tokens.
   max_len: Optional[int] = None  # Upper bound on prompt + new tokens + one block; None: no bound.
   vocab_size: Optional[int] = None  # The tokenizer's; a draft and target whose heads differ by padding compare these.
+  prefill_chunk: int = 256  # Prompt positions per prefill call (bounds its score tensor); 0: the prompt in one call.
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
       raise ValueError(f'max_new_tokens={self.max_new_tokens} must be >= 1.')
+    if self.prefill_chunk < 0:
+      raise ValueError(f'prefill_chunk={self.prefill_chunk} must be >= 0 (0 prefills the prompt in one call).')
     object.__setattr__(self, 'eos_ids', tuple(int(e) for e in self.eos_ids))
 
   @classmethod
@@ -40,12 +43,28 @@ class DecodeSettings:
                vocab_size=tokenizer.vocab_size, **kwargs)
 
 
-def prefill(config: ModelConfig, params, tokens_BxP: jax.Array, buffer_length: int):
-  """Writes every prompt position's keys/values into a fresh cache of `buffer_length` slots; returns the cache."""
+def prefill(config: ModelConfig, params, tokens_BxP: jax.Array, buffer_length: int, chunk: int = 0,
+            mesh: Optional[Mesh] = None):
+  """Writes every prompt position's keys/values into a fresh cache of `buffer_length` slots; returns the cache.
+
+  With `chunk` > 0 the prompt goes through the cache `chunk` positions per call (a scan over the whole chunks, then
+  one call for the rest), so no call holds a [B, heads, P, S] score tensor for the whole prompt.
+  """
   B, P = tokens_BxP.shape
-  cache = transformer.init_cache(config, B, buffer_length)
-  positions_BxP = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-  _, _, cache = transformer.apply(config, params, tokens_BxP, positions_BxP, cache)
+  cache = sharding.constrain_cache(transformer.init_cache(config, B, buffer_length), mesh)
+
+  def call(cache, tokens_BxL, start):
+    positions_BxL = jnp.broadcast_to(start + jnp.arange(tokens_BxL.shape[1], dtype=jnp.int32), tokens_BxL.shape)
+    _, _, cache = transformer.apply(config, params, tokens_BxL, positions_BxL, cache)
+    return sharding.constrain_cache(cache, mesh)
+
+  n_whole = P // chunk if 0 < chunk < P else 0
+  if n_whole:
+    chunks_NxBxC = jnp.moveaxis(tokens_BxP[:, :n_whole * chunk].reshape(B, n_whole, chunk), 1, 0)
+    cache, _ = jax.lax.scan(lambda cache, i_toks: (call(cache, i_toks[1], i_toks[0] * chunk), None), cache,
+                            (jnp.arange(n_whole, dtype=jnp.int32), chunks_NxBxC))
+  if n_whole * chunk < P:
+    cache = call(cache, tokens_BxP[:, n_whole * chunk:], n_whole * chunk)
   return cache
 
 
@@ -72,6 +91,9 @@ class AutoregressiveDecoder:
   settings: DecodeSettings = DecodeSettings()
   mesh: Optional[Mesh] = None  # Rows over its `data` axis, weights as the caller placed them (sharding.py).
 
+  def __post_init__(self):
+    object.__setattr__(self, 'model', sharding.for_mesh(self.model, self.mesh))  # KV cache split by whole heads.
+
   def buffer_length(self, prompt_length: int) -> int:
     return prompt_length + self.settings.max_new_tokens + 1
 
@@ -96,7 +118,7 @@ class AutoregressiveDecoder:
     prompts_lib.check_buffer(P, T, s.max_len)
     sharding.check_batch(B, self.mesh)
     max_new_B = per_row_budget(max_new_B, B, s.max_new_tokens)
-    cache = prefill(self.model, params, tokens_BxP, T)
+    cache = prefill(self.model, params, tokens_BxP, T, s.prefill_chunk, self.mesh)
     state = init_state(tokens_BxP, lengths_B, T, s.pad_id, cache, None, rng).constrain(self.mesh)
 
     def step(state: DecodeState) -> DecodeState:

@@ -84,6 +84,8 @@ class SpeculativeDecoder:
   mesh: Optional[Mesh] = None  # Rows over its `data` axis, weights as the caller placed them (sharding.py).
 
   def __post_init__(self):
+    for name in ('target', 'draft'):  # KV caches split over the mesh's `model` axis by whole heads.
+      object.__setattr__(self, name, sharding.for_mesh(getattr(self, name), self.mesh))
     if not isinstance(self.gamma, int) or self.gamma < 1:
       raise ValueError(f'gamma={self.gamma!r}: the draft must propose at least 1 token per target call.')
     if self.vocab_size is None and self.target.vocab_size != self.draft.vocab_size and self.settings.vocab_size:
@@ -138,8 +140,9 @@ class SpeculativeDecoder:
     prompts_lib.check_buffer(P, T, s.max_len)
     sharding.check_batch(B, self.mesh)
     max_new_B = per_row_budget(max_new_B, B, s.max_new_tokens)
-    state = init_state(tokens_BxP, lengths_B, T, s.pad_id, prefill(self.target, target_params, tokens_BxP, T),
-                       prefill(self.draft, draft_params, tokens_BxP, T), rng)
+    state = init_state(tokens_BxP, lengths_B, T, s.pad_id,
+                       prefill(self.target, target_params, tokens_BxP, T, s.prefill_chunk, self.mesh),
+                       prefill(self.draft, draft_params, tokens_BxP, T, s.prefill_chunk, self.mesh), rng)
     state = state.replace(sources_BxT=jnp.full((B, T), state_lib.PROMPT, jnp.int8))
     records = self._empty_records(B, rule_params)
     if records is not None:

@@ -52,6 +52,8 @@ class ModelConfig:
   model_type: str = 'llama'  # Hugging Face's name for the architecture: 'llama', 'qwen2' or 'qwen3'.
   dtype: str = 'float32'  # Activations and KV cache: 'float32' or 'bfloat16'.
   param_dtype: str = 'float32'  # Parameters: 'float32' or 'bfloat16'.
+  scan_layers: bool = False  # One nn.scan over the blocks (params under 'layers', stacked); compile time flat in depth.
+  kv_repeat: int = 1  # Copies of each key/value head in the KV cache (to split it over a mesh by whole heads).
 
   def __post_init__(self):
     for name in ('vocab_size', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'head_dim', 'ffw_dim'):
@@ -61,6 +63,10 @@ class ModelConfig:
       raise ValueError(
           f'n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}; grouped-query attention '
           'shares each key/value head among n_heads // n_kv_heads query heads.')
+    if self.kv_repeat < 1 or self.n_heads % (self.n_kv_heads * self.kv_repeat):
+      raise ValueError(
+          f'kv_repeat={self.kv_repeat}: the cache\'s n_kv_heads * kv_repeat = {self.n_kv_heads * self.kv_repeat} heads '
+          f'must divide n_heads={self.n_heads}, so each cache head serves whole query heads.')
     if self.head_dim % 2:
       raise ValueError(f'head_dim={self.head_dim} must be even for rotary embeddings.')
     for name in ('dtype', 'param_dtype'):
@@ -70,6 +76,11 @@ class ModelConfig:
   @property
   def jnp_dtype(self):
     return jnp.dtype(self.dtype)
+
+  @property
+  def cache_heads(self) -> int:
+    """Key/value heads the KV cache holds: n_kv_heads * kv_repeat."""
+    return self.n_kv_heads * self.kv_repeat
 
   @property
   def jnp_param_dtype(self):

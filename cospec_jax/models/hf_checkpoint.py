@@ -1,25 +1,28 @@
 """Hugging Face checkpoint directories <-> (ModelConfig, params).
 
 A directory holds `config.json` and either `model.safetensors` or a sharded `model.safetensors.index.json`. Import
-reads tensors with the `safetensors` package (no torch); export writes the same layout, so a model trained here runs
+reads the safetensors format itself (no torch, no mmap), one tensor or one device's slice of one at a time, straight
+into its shards on a mesh when given one; export writes the same layout with the `safetensors` package, so a model trained here runs
 in Hugging Face transformers. Export is atomic: it writes into a temporary sibling directory and renames it into
 place, so a failed export never leaves a half-written checkpoint behind.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import tempfile
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-import safetensors
 import safetensors.numpy
 from flax import traverse_util
+from jax.sharding import NamedSharding
 
 from cospec_jax.models import transformer
 from cospec_jax.models.config import ModelConfig, RopeScaling
@@ -199,60 +202,170 @@ def _weight_files(directory: str) -> list[str]:
                         'checkpoints are read; convert .bin/.pth files with transformers first).')
 
 
-def _iter_tensors(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
-  for path in files:
-    try:
-      with safetensors.safe_open(path, framework='np') as f:
-        for name in f.keys():
-          yield name, f.get_tensor(name)
-    except (safetensors.SafetensorError, OSError, ValueError) as e:
-      raise CheckpointError(f'{path} is corrupt or truncated ({e}); re-export or re-download it.') from e
+# safetensors dtype names -> numpy dtypes (bfloat16 through ml_dtypes, as jax registers it).
+_ST_DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': jnp.bfloat16, 'I64': np.int64,
+              'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_}
+_READ_BYTES = 64 * 2**20  # Largest piece read at once: bounds the transient host memory of a slice.
 
 
-def read_hf_config(directory: str, dtype: str = 'float32', param_dtype: Optional[str] = None) -> ModelConfig:
-  """The ModelConfig of a Hugging Face checkpoint directory, from its config.json alone (no weights read)."""
+@dataclasses.dataclass(frozen=True)
+class _Stored:
+  """Where one tensor lies in a safetensors file. It is read with plain positioned reads, not mmap, so the file's
+  pages never count against the process's memory."""
+
+  file: str
+  dtype: np.dtype
+  shape: tuple[int, ...]
+  offset: int  # Absolute byte offset of the row-major data.
+
+  def read(self, index: tuple[slice, ...]) -> np.ndarray:
+    """The slice `index` (one slice per leading dimension, steps of 1) as a new array in the stored dtype. Reads
+    whole rows of the leading dimension, at most _READ_BYTES at a time, and keeps only the sliced columns."""
+    if not self.shape:
+      return self._rows(0, 1).reshape(())
+    index = tuple(index) + (slice(None),) * (len(self.shape) - len(index))
+    (r0, r1, _), rest = index[0].indices(self.shape[0]), index[1:]
+    row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+    out = np.empty((r1 - r0,) + tuple(len(range(*sl.indices(d))) for sl, d in zip(rest, self.shape[1:])), self.dtype)
+    step = max(1, _READ_BYTES // max(row_bytes, 1))
+    for a in range(r0, r1, step):
+      b = min(a + step, r1)
+      out[a - r0:b - r0] = self._rows(a, b)[(slice(None),) + rest]
+    return out
+
+  def _rows(self, a: int, b: int) -> np.ndarray:
+    row_shape = self.shape[1:]
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
+    buf = bytearray((b - a) * row_bytes)
+    with open(self.file, 'rb', buffering=0) as f:
+      f.seek(self.offset + a * row_bytes)
+      if f.readinto(buf) != len(buf):
+        raise CheckpointError(f'{self.file} is corrupt or truncated (a tensor ends past the file); re-export or '
+                              're-download it.')
+    return np.frombuffer(buf, self.dtype).reshape((b - a,) + row_shape)
+
+
+def _index_file(path: str) -> dict[str, _Stored]:
+  """The tensors of one safetensors file, from its header alone."""
+  try:
+    size = os.path.getsize(path)
+    with open(path, 'rb') as f:
+      n = int.from_bytes(f.read(8), 'little')
+      if n <= 0 or 8 + n > size:
+        raise ValueError(f'a header of {n} bytes in a file of {size}')
+      header = json.loads(f.read(n))
+    out = {}
+    for name, meta in header.items():
+      if name == '__metadata__':
+        continue
+      begin, end = meta['data_offsets']
+      dtype = np.dtype(_ST_DTYPES[meta['dtype']])
+      shape = tuple(int(d) for d in meta['shape'])
+      if end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize or 8 + n + end > size:
+        raise ValueError(f'tensor {name} ends past the end of the file or has the wrong size')
+      out[name] = _Stored(path, dtype, shape, 8 + n + begin)
+    return out
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(f'{path} is corrupt or truncated ({e}); re-export or re-download it.') from e
+
+
+def read_hf_config(directory: str, dtype: Optional[str] = 'float32', param_dtype: Optional[str] = None,
+                   scan_layers: bool = False) -> ModelConfig:
+  """The ModelConfig of a Hugging Face checkpoint directory, from its config.json alone (no weights read).
+
+  `dtype` None: the checkpoint's own dtype (config.json's dtype or torch_dtype; bfloat16 for the Qwen2.5 releases),
+  float32 when it names neither float32 nor bfloat16.
+  """
   if not os.path.isdir(directory):
     raise CheckpointError(f'Checkpoint directory {directory!r} does not exist.')
-  return config_from_hf(_read_json(os.path.join(directory, CONFIG_NAME)), dtype, param_dtype or dtype)
+  hf = _read_json(os.path.join(directory, CONFIG_NAME))
+  if dtype is None:
+    stored = hf.get('dtype') or hf.get('torch_dtype')
+    dtype = stored if stored in ('float32', 'bfloat16') else 'float32'
+  return config_from_hf(hf, dtype, param_dtype or dtype).replace(scan_layers=scan_layers)
 
 
-def load_hf_checkpoint(directory: str, dtype: str = 'float32',
-                       param_dtype: Optional[str] = None) -> tuple[ModelConfig, dict]:
-  """Reads a Hugging Face checkpoint directory.
+def _layout(config: ModelConfig) -> dict[tuple[str, ...], tuple[jax.ShapeDtypeStruct, list[str]]]:
+  """Each parameter path of `config` -> (its shape, the checkpoint tensors it is made of: one, or one per layer for
+  a scanned stack)."""
+  out = {}
+  for path, shape in traverse_util.flatten_dict(transformer.param_shapes(config)).items():
+    if path[0] == 'layers':  # Scanned: leaf [Y, ...] from model.layers.{0..Y-1}.<rest>.
+      names = [_path_to_hf((f'layers_{i}',) + path[1:]) for i in range(config.n_layers)]
+    else:
+      names = [_path_to_hf(path)]
+    out[path] = (shape, names)
+  return out
+
+
+def load_hf_checkpoint(directory: str, dtype: Optional[str] = 'float32', param_dtype: Optional[str] = None,
+                       scan_layers: bool = False, mesh: Any = None, rules: Any = None) -> tuple[ModelConfig, dict]:
+  """Reads a Hugging Face checkpoint directory, one tensor (or one shard of one) at a time.
 
   Args:
     directory: holds config.json and model.safetensors (or a sharded index).
-    dtype: activation / KV-cache dtype of the returned config.
-    param_dtype: parameter dtype; defaults to `dtype`.
+    dtype: activation / KV-cache dtype of the returned config; None: the checkpoint's own (bfloat16 for a real
+      Qwen2.5 release).
+    param_dtype: parameter dtype; defaults to `dtype`. Each piece is converted as it is read.
+    scan_layers: return the scanned layout (transformer.py: blocks under 'layers', stacked).
+    mesh, rules: place every parameter on `mesh` by `rules` (default sharding.LLAMA_RULES; head-aware) as it is
+      read: each device's shard is read from the file by slice straight into that device, so the host holds the
+      shards it places plus at most a few MB in flight. Without a mesh the params are host numpy arrays.
 
   Returns:
-    (config, params): params is a nested dict of numpy arrays shaped as `transformer.param_shapes(config)`.
+    (config, params): params shaped as `transformer.param_shapes(config)`.
   """
-  config = read_hf_config(directory, dtype, param_dtype)
-  expected = traverse_util.flatten_dict(transformer.param_shapes(config))
+  from cospec_jax import sharding  # pylint: disable=import-outside-toplevel (only placing needs it)
+  config = read_hf_config(directory, dtype, param_dtype, scan_layers)
   out_dtype = config.jnp_param_dtype
-  flat, unexpected = {}, []
-  for name, array in _iter_tensors(_weight_files(directory)):
-    if _IGNORED.match(name):
-      continue
-    path = _hf_to_path(name)
-    if path == ('lm_head', 'kernel') and config.tie_embeddings:
-      continue  # Tied: the head is the embedding; some exports carry a copy.
-    if path not in expected:
-      unexpected.append(name)
-      continue
-    array = array.T if _is_kernel(path) else array
-    if array.shape != expected[path].shape:
-      raise CheckpointError(f'{name} has shape {array.shape[::-1] if _is_kernel(path) else array.shape} but '
-                            f'config.json implies {expected[path].shape[::-1] if _is_kernel(path) else expected[path].shape}.')
-    flat[path] = np.asarray(array, dtype=out_dtype)
+  stored = {}
+  for path in _weight_files(directory):
+    stored.update(_index_file(path))
+  layout = _layout(config)
+  wanted = {name for _, names in layout.values() for name in names}
+  unexpected = [n for n in stored if n not in wanted and not _IGNORED.match(n)
+                and not (_hf_to_path(n) == ('lm_head', 'kernel') and config.tie_embeddings)]
   if unexpected:
     raise CheckpointError(f'{directory} has tensors this architecture does not use: {unexpected[:8]}'
                           f'{"..." if len(unexpected) > 8 else ""}; is config.json the right one?')
-  missing = sorted(set(expected) - set(flat))
+  missing = sorted(wanted - set(stored))
   if missing:
-    raise CheckpointError(f'{directory} lacks tensors {[_path_to_hf(p) for p in missing][:8]}; the checkpoint is '
-                          'incomplete.')
+    raise CheckpointError(f'{directory} lacks tensors {missing[:8]}; the checkpoint is incomplete.')
+  for path, (shape, names) in layout.items():
+    per_layer = shape.shape[1:] if path[0] == 'layers' else shape.shape
+    hf_shape = tuple(per_layer[::-1] if _is_kernel(path) else per_layer)
+    for name in names:
+      if stored[name].shape != hf_shape:
+        raise CheckpointError(f'{name} has shape {stored[name].shape} but config.json implies {hf_shape}.')
+
+  specs = None
+  if mesh is not None:
+    specs = traverse_util.flatten_dict(sharding.partition_specs(
+        transformer.param_shapes(config), sharding.LLAMA_RULES if rules is None else rules, mesh, config))
+
+  def reader(path, names, shape):
+    scanned = path[0] == 'layers'
+
+    def read(index):
+      index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+      layers = range(*index[0].indices(shape[0])) if scanned else [0]
+      inner = index[1:] if scanned else index
+      pieces = []
+      for layer in layers:
+        tensor = stored[names[layer]]
+        piece = tensor.read(inner[::-1]).T if _is_kernel(path) else tensor.read(inner)  # Stored [out, in].
+        pieces.append(piece.astype(out_dtype, copy=False))
+      return np.stack(pieces) if scanned else pieces[0]
+
+    return read
+
+  flat = {}
+  for path, (shape, names) in layout.items():
+    read = reader(path, names, shape.shape)
+    if mesh is None:
+      flat[path] = read(())
+    else:
+      flat[path] = jax.make_array_from_callback(shape.shape, NamedSharding(mesh, specs[path]), read)
   return config, traverse_util.unflatten_dict(flat)
 
 
@@ -266,7 +379,7 @@ def save_hf_checkpoint(directory: str, config: ModelConfig, params: Any, overwri
   Args:
     directory: where the checkpoint appears (created; must not exist unless `overwrite`).
     config: the model's config.
-    params: the 'params' tree of `transformer.Transformer(config)`.
+    params: the 'params' tree of `transformer.Transformer(config)` (scanned or unrolled layers).
     overwrite: replace an existing directory (only after the new one is complete).
     max_shard_bytes: above this, weights are split into shards with a `model.safetensors.index.json`.
     **config_extra: extra config.json entries, e.g. eos_token_id=..., bos_token_id=...
@@ -277,8 +390,8 @@ def save_hf_checkpoint(directory: str, config: ModelConfig, params: Any, overwri
   directory = os.path.abspath(directory)
   if os.path.exists(directory) and not overwrite:
     raise FileExistsError(f'{directory} exists; pass overwrite=True or choose another directory.')
-  expected = traverse_util.flatten_dict(transformer.param_shapes(config))
-  flat = traverse_util.flatten_dict(jax.device_get(params))
+  expected = traverse_util.flatten_dict(transformer.param_shapes(config.replace(scan_layers=False)))
+  flat = traverse_util.flatten_dict(transformer.unstack_layers(jax.device_get(params)))
   if set(flat) != set(expected):
     raise ValueError(f'params do not match config: missing {sorted(set(expected) - set(flat))[:4]}, '
                      f'unexpected {sorted(set(flat) - set(expected))[:4]}.')

@@ -1,7 +1,9 @@
 """A decoder-only LM in Flax linen covering Llama, Qwen2 and Qwen3, with an explicit fixed-size KV cache.
 
 Shapes are named in the variables: B batch, L tokens in this call, S cache slots, D model width, N query heads,
-K key/value heads, G = N // K query heads per key/value head, H head width, F feed-forward width, V vocabulary.
+K key/value heads, G = N // K query heads per key/value head, H head width, F feed-forward width, V vocabulary,
+Y layers. The cache holds C = K * kv_repeat heads: each key/value head may be repeated so that the cache splits over
+a mesh's `model` axis by whole heads even when K does not divide it (MaxText's layout).
 
 The KV cache is indexed by absolute position: slot `p` of a row holds the key/value of that row's token at position
 `p`. A call writes its tokens' keys/values at their positions, then every query at position `p` attends to slots
@@ -9,11 +11,15 @@ The KV cache is indexed by absolute position: slot `p` of a row holds the key/va
 never attended to, because every position below `p` is written before a query at `p` is computed, and they are
 overwritten when the row gets there. So rolling back is length bookkeeping only, and one cache serves prefill,
 one-token steps and multi-token verify steps at per-row offsets.
+
+Layers: with `config.scan_layers` the blocks are one `nn.scan` (parameters stacked under 'layers' with a leading
+[Y] axis), so the compiled program holds one block whatever the depth; otherwise they are unrolled as 'layers_0',
+'layers_1', ... `stack_layers` / `unstack_layers` convert between the two parameter layouts.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional
 
 import flax
 import flax.linen as nn
@@ -26,25 +32,25 @@ from cospec_jax.models.config import ModelConfig
 
 @flax.struct.dataclass
 class KVCache:
-  """Keys and values of one attention layer, by absolute position."""
+  """Keys and values of every attention layer, by absolute position: one buffer per kind for all layers, so a
+  scanned stack and an unrolled one update the same arrays in place."""
 
-  k_BxSxKxH: jax.Array
-  v_BxSxKxH: jax.Array
+  k_YxBxSxCxH: jax.Array
+  v_YxBxSxCxH: jax.Array
 
 
-Cache = tuple  # tuple[KVCache, ...], one per layer.
+Cache = KVCache
 
 
 def init_cache(config: ModelConfig, batch_size: int, length: int) -> Cache:
-  """Returns an all-zero cache: `n_layers` KVCache of [batch_size, length, n_kv_heads, head_dim] each."""
-  shape = (batch_size, length, config.n_kv_heads, config.head_dim)
-  return tuple(
-      KVCache(jnp.zeros(shape, config.jnp_dtype), jnp.zeros(shape, config.jnp_dtype)) for _ in range(config.n_layers))
+  """Returns an all-zero cache: k and v of [n_layers, batch_size, length, cache_heads, head_dim]."""
+  shape = (config.n_layers, batch_size, length, config.cache_heads, config.head_dim)
+  return KVCache(jnp.zeros(shape, config.jnp_dtype), jnp.zeros(shape, config.jnp_dtype))
 
 
 def cache_length(cache: Cache) -> int:
   """Number of positions the cache can hold."""
-  return cache[0].k_BxSxKxH.shape[1]
+  return cache.k_YxBxSxCxH.shape[2]
 
 
 def rope_inv_freq(config: ModelConfig) -> np.ndarray:
@@ -114,8 +120,9 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array,
-               cache: Optional[KVCache]) -> tuple[jax.Array, Optional[KVCache]]:
+  def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array, cache: Optional[KVCache],
+               layer: Any) -> tuple[jax.Array, Optional[KVCache]]:
+    """`cache` holds every layer; this one reads and writes its slice `layer` (an int, traced under nn.scan)."""
     c = self.config
     B, L, _ = x_BxLxD.shape
     N, K, H = c.n_heads, c.n_kv_heads, c.head_dim
@@ -128,29 +135,36 @@ class Attention(nn.Module):
     inv_freq = rope_inv_freq(c)
     q_BxLxNxH = apply_rope(q_BxLxNxH, positions_BxL, inv_freq)
     k_BxLxKxH = apply_rope(k_BxLxKxH, positions_BxL, inv_freq)
+    C = c.cache_heads
+    # Cache head j serves query heads j * (N // C) ..; it is key/value head j // kv_repeat, so the grouping of
+    # query heads is unchanged.
+    k_BxLxCxH = jnp.repeat(k_BxLxKxH, c.kv_repeat, axis=2) if c.kv_repeat > 1 else k_BxLxKxH
+    v_BxLxCxH = jnp.repeat(v_BxLxKxH, c.kv_repeat, axis=2) if c.kv_repeat > 1 else v_BxLxKxH
 
     if cache is None:  # A full forward: attend within this call only.
-      keys_BxSxKxH, values_BxSxKxH, key_pos_BxS = k_BxLxKxH, v_BxLxKxH, positions_BxL
+      keys_BxSxCxH, values_BxSxCxH, key_pos_BxS = k_BxLxCxH, v_BxLxCxH, positions_BxL
       new_cache = None
     else:
       rows_Bx1 = jnp.arange(B)[:, None]
+      dtype = cache.k_YxBxSxCxH.dtype
       # mode='drop': a position past the cache is dropped, never clamped onto a live slot.
       new_cache = KVCache(
-          cache.k_BxSxKxH.at[rows_Bx1, positions_BxL].set(k_BxLxKxH.astype(cache.k_BxSxKxH.dtype), mode='drop'),
-          cache.v_BxSxKxH.at[rows_Bx1, positions_BxL].set(v_BxLxKxH.astype(cache.v_BxSxKxH.dtype), mode='drop'))
-      keys_BxSxKxH, values_BxSxKxH = new_cache.k_BxSxKxH, new_cache.v_BxSxKxH
-      S = keys_BxSxKxH.shape[1]
+          cache.k_YxBxSxCxH.at[layer, rows_Bx1, positions_BxL].set(k_BxLxCxH.astype(dtype), mode='drop'),
+          cache.v_YxBxSxCxH.at[layer, rows_Bx1, positions_BxL].set(v_BxLxCxH.astype(dtype), mode='drop'))
+      keys_BxSxCxH = new_cache.k_YxBxSxCxH[layer]
+      values_BxSxCxH = new_cache.v_YxBxSxCxH[layer]
+      S = keys_BxSxCxH.shape[1]
       key_pos_BxS = jnp.broadcast_to(jnp.arange(S), (B, S))
 
-    q_BxLxKxGxH = q_BxLxNxH.reshape(B, L, K, N // K, H)
-    scores_BxKxGxLxS = jnp.einsum(
-        'blkgh,bskh->bkgls', q_BxLxKxGxH, keys_BxSxKxH.astype(q_BxLxKxGxH.dtype),
+    q_BxLxCxGxH = q_BxLxNxH.reshape(B, L, C, N // C, H)
+    scores_BxCxGxLxS = jnp.einsum(
+        'blkgh,bskh->bkgls', q_BxLxCxGxH, keys_BxSxCxH.astype(q_BxLxCxGxH.dtype),
         preferred_element_type=jnp.float32) / np.sqrt(H).astype(np.float32)
     visible_BxLxS = key_pos_BxS[:, None, :] <= positions_BxL[:, :, None]
-    scores_BxKxGxLxS = jnp.where(visible_BxLxS[:, None, None], scores_BxKxGxLxS, jnp.finfo(jnp.float32).min)
-    probs_BxKxGxLxS = jax.nn.softmax(scores_BxKxGxLxS, axis=-1).astype(c.jnp_dtype)
-    out_BxLxKxGxH = jnp.einsum('bkgls,bskh->blkgh', probs_BxKxGxLxS, values_BxSxKxH.astype(c.jnp_dtype))
-    out_BxLxD = _dense(c, c.d_model, 'o_proj')(out_BxLxKxGxH.reshape(B, L, N * H))
+    scores_BxCxGxLxS = jnp.where(visible_BxLxS[:, None, None], scores_BxCxGxLxS, jnp.finfo(jnp.float32).min)
+    probs_BxCxGxLxS = jax.nn.softmax(scores_BxCxGxLxS, axis=-1).astype(c.jnp_dtype)
+    out_BxLxCxGxH = jnp.einsum('bkgls,bskh->blkgh', probs_BxCxGxLxS, values_BxSxCxH.astype(c.jnp_dtype))
+    out_BxLxD = _dense(c, c.d_model, 'o_proj')(out_BxLxCxGxH.reshape(B, L, N * H))
     return out_BxLxD, new_cache
 
 
@@ -167,17 +181,19 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm transformer block."""
+  """Pre-norm transformer block. `carry` is (x_BxLxD, cache or None, layer index), so the same module is the body
+  of an `nn.scan` over layers and a step of the unrolled stack."""
 
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, positions_BxL, cache):
+  def __call__(self, carry, positions_BxL):
+    x_BxLxD, cache, layer = carry
     attn_BxLxD, cache = Attention(self.config, name='self_attn')(
-        _norm(self.config, 'input_layernorm')(x_BxLxD), positions_BxL, cache)
+        _norm(self.config, 'input_layernorm')(x_BxLxD), positions_BxL, cache, layer)
     x_BxLxD = x_BxLxD + attn_BxLxD
     x_BxLxD = x_BxLxD + MLP(self.config, name='mlp')(_norm(self.config, 'post_attention_layernorm')(x_BxLxD))
-    return x_BxLxD, cache
+    return (x_BxLxD, cache, layer + 1), None
 
 
 class Transformer(nn.Module):
@@ -191,7 +207,7 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,
-               cache: Optional[Sequence[KVCache]] = None) -> tuple[jax.Array, jax.Array, Optional[Cache]]:
+               cache: Optional[Cache] = None) -> tuple[jax.Array, jax.Array, Optional[Cache]]:
     c = self.config
     embed = nn.Embed(
         c.vocab_size,
@@ -201,16 +217,20 @@ class Transformer(nn.Module):
         embedding_init=nn.initializers.normal(c.initializer_range),
         name='embed_tokens')
     x_BxLxD = embed(tokens_BxL)
-    new_cache = []
-    for i in range(c.n_layers):
-      x_BxLxD, layer_cache = Block(c, name=f'layers_{i}')(x_BxLxD, positions_BxL, None if cache is None else cache[i])
-      new_cache.append(layer_cache)
+    if c.scan_layers:
+      # The cache rides in the carry (not as scanned input/output) so each layer updates it in place.
+      stack = nn.scan(Block, variable_axes={'params': 0}, split_rngs={'params': True}, in_axes=(nn.broadcast,),
+                      length=c.n_layers)
+      (x_BxLxD, cache, _), _ = stack(c, name='layers')((x_BxLxD, cache, jnp.int32(0)), positions_BxL)
+    else:
+      for i in range(c.n_layers):
+        (x_BxLxD, cache, _), _ = Block(c, name=f'layers_{i}')((x_BxLxD, cache, i), positions_BxL)
     hidden_BxLxD = _norm(c, 'norm')(x_BxLxD)
     if c.tie_embeddings:
       logits_BxLxV = embed.attend(hidden_BxLxD)
     else:
       logits_BxLxV = _dense(c, c.vocab_size, 'lm_head')(hidden_BxLxD)
-    return logits_BxLxV.astype(jnp.float32), hidden_BxLxD, (None if cache is None else tuple(new_cache))
+    return logits_BxLxV.astype(jnp.float32), hidden_BxLxD, cache
 
 
 def init_params(config: ModelConfig, rng: jax.Array) -> dict:
@@ -229,3 +249,22 @@ def apply(config: ModelConfig, params: dict, tokens_BxL: jax.Array, positions_Bx
           cache: Optional[Cache] = None) -> tuple[jax.Array, jax.Array, Optional[Cache]]:
   """Pure forward: returns (logits_BxLxV float32, hidden_BxLxD, new cache or None)."""
   return Transformer(config).apply({'params': params}, tokens_BxL, positions_BxL, cache)
+
+
+def stack_layers(params: dict, n_layers: int) -> dict:
+  """Unrolled parameters ('layers_0' .. 'layers_{Y-1}') as scanned ones ('layers', each leaf with a leading [Y])."""
+  out = {k: v for k, v in params.items() if not k.startswith('layers_')}
+  out['layers'] = jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]),
+                                         *[params[f'layers_{i}'] for i in range(n_layers)])
+  return out
+
+
+def unstack_layers(params: dict) -> dict:
+  """Scanned parameters ('layers' with a leading [Y] axis) as unrolled ones ('layers_0', ...); a no-op if unrolled."""
+  if 'layers' not in params:
+    return params
+  out = {k: v for k, v in params.items() if k != 'layers'}
+  n_layers = jax.tree_util.tree_leaves(params['layers'])[0].shape[0]
+  for i in range(n_layers):
+    out[f'layers_{i}'] = jax.tree_util.tree_map(lambda x: x[i], params['layers'])
+  return out
