@@ -205,7 +205,7 @@ def test_endless_output_is_capped_while_read(program):
   assert len(r.stdout) <= 10_000 and len(r.stderr) <= 10_000
 
 
-TESTS = 'assert f(2) == 5, "wrong"\n'
+TESTS = 'assert f(2) == 5 or abs(f(2) - 5) < 1e-9, "wrong"\nassert abs(f(2) - 5) < 1e-9 and isinstance(f(2), int)\n'
 FALSE_PASSES = {
     'exit': 'exit(0)', 'quit': 'quit()', 'sys_exit': 'import sys\nsys.exit(0)', 'os_exit': 'import os\nos._exit(0)',
     'system_exit': 'raise SystemExit', 'kill_self': 'import os, signal\nos.kill(os.getpid(), signal.SIGKILL)',
@@ -215,6 +215,8 @@ FALSE_PASSES = {
     'read_stdin': 'import sys, os\nprint(sys.stdin.read())\nprint(os.read(0, 100))\nos._exit(0)',
     'swallow_tests': 'def f(x):\n  return 0\n"""',
     'patch_builtins': 'import builtins\nbuiltins.abs = lambda x: 0\ndef f(x):\n  return 0',
+    'shadow_builtins': 'def abs(x):\n  return 0\nisinstance = lambda *a: True\ndef f(x):\n  return 0',
+    'patch_builtins_when_called': 'def f(x):\n  import builtins\n  builtins.abs = lambda x: 0\n  return 0',
     'frames_of_the_harness': 'import sys, os\nf = sys._getframe()\nwhile f.f_back:\n  f = f.f_back\n'
                              '  print(f.f_code.co_name, sorted(f.f_locals), flush=True)\n'
                              '  f.f_locals.get("gate") and f.f_locals["gate"].release()\nos._exit(0)',

@@ -18,9 +18,9 @@ does after the last section has run: exiting early (exit(), quit(), os._exit, Sy
 The in-process audit hook the harness installs (no process creation, ctypes, signal handlers or frame access) is
 an inner layer that keeps the token out of the program's reach; the isolation above does not depend on it.
 
-Limitation shared with HumanEval's and MBPP's official harnesses: the tests run in the program's interpreter, so a
-completion returning an object whose `__eq__` is always true (or patching a module the tests import other than
-builtins, which the harness restores) can pass `assert f(x) == y`.
+Limitation shared with HumanEval's and MBPP's official harnesses: the tests run in the program's interpreter and
+call its code, so a completion returning an object whose `__eq__` is always true, or patching a module the tests use
+(builtins excepted: the tests get their own copy) or the tests' own frame, can pass `assert f(x) == y`.
 
 Without a working bwrap, `run` raises `SandboxUnavailable` unless the caller opts out explicitly with
 `Limits(require_isolation=False)` or COSPEC_ALLOW_UNISOLATED=1; the program then runs as a plain subprocess with the
@@ -235,8 +235,14 @@ def run(program: Union[str, Sequence[str]], limits: Limits = Limits(), *, guard:
   payload = json.dumps({'token': token, 'sections': sections, 'limits': _rlimits(limits), 'guard': guard}).encode()
   try:
     proc = _popen(command, scratch or '/')
+    deadline = time.monotonic() + limits.timeout_s
     try:
-      out, err, reason = _exchange(proc, payload, time.monotonic() + limits.timeout_s, limits.output_bytes)
+      out, err, reason = _exchange(proc, payload, deadline, limits.output_bytes)
+      if not reason:  # Its pipes closed: wait for its exit status (a program may close them and run on).
+        try:
+          proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+          reason = 'timeout'
     finally:
       _kill(proc)
   finally:

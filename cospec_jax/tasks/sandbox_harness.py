@@ -4,7 +4,10 @@ passes this file's text to `python -I -S -B -c`.
 It reads one JSON object from stdin ({'token', 'sections', 'limits', 'guard'}), puts /dev/null in stdin's place,
 sets the rlimits (the kernel enforces them from then on) and runs the sections in order in one `__main__`
 namespace, each compiled on its own (a completion cannot swallow the tests after it with an open string or bracket)
-and with `builtins` restored before each (a completion cannot patch `abs` or `len` to fool the asserts).
+and with `builtins` restored before each. The sections after the first (the tests) run in a copy of the first's
+namespace without the globals that shadow a builtin and with a private copy of the builtins, so a completion that
+defines or patches `abs`, `len` or `isinstance` (at its top level or when the tests call it) does not change what
+the asserts see.
 
 The pass token. The main thread never holds it: a notary thread does, in its own frame, and prints it only when it
 sees the main thread blocked on the last line of `_main`, in the very frame that ran the sections (checked by frame
@@ -87,12 +90,16 @@ def _main():
   del payload
   module = types.ModuleType('__main__')
   sys.modules['__main__'] = module
-  for code in codes:
+  namespace = module.__dict__
+  namespace['__builtins__'] = builtins
+  for index, code in enumerate(codes):
     for name in [k for k in builtins.__dict__ if k not in builtins_before]:
       del builtins.__dict__[name]
     restore(builtins_before)
-    module.__dict__['__builtins__'] = builtins
-    run(code, module.__dict__)
+    if index == 1:  # The tests: the program's names but those shadowing a builtin, and builtins of their own.
+      namespace = {k: v for k, v in namespace.items() if k not in builtins_before or k.startswith('__')}
+      namespace['__builtins__'] = dict(builtins_before)
+    run(code, namespace)
   for stream in (sys.stdout, sys.stderr):
     try:
       stream.flush()
