@@ -46,7 +46,8 @@ from typing import Optional, Sequence, Union
 
 _SIGNALS = {int(s) for s in signal.Signals}
 NOBODY = 65534  # The uid and gid a program runs as when this process is root.
-_HARNESS = open(os.path.join(os.path.dirname(__file__), 'sandbox_harness.py')).read()
+with open(os.path.join(os.path.dirname(__file__), 'sandbox_harness.py')) as _f:
+  _HARNESS = _f.read()  # Passed to `python -c` in the sandbox.
 
 
 class SandboxUnavailable(RuntimeError):
@@ -178,13 +179,13 @@ def _exchange(proc: subprocess.Popen, payload: bytes, deadline: float, cap: int)
     selector.register(stdin, selectors.EVENT_WRITE)
     for fd in buffers:
       selector.register(fd, selectors.EVENT_READ)
-    sent = 0
+    sent, exited = 0, False
     while selector.get_map():
       now = time.monotonic()
       if now >= deadline:
-        return bytes(out), bytes(err), 'timeout'
-      if proc.poll() is not None:  # It exited; whatever still holds its pipes gets half a second to close them.
-        deadline = min(deadline, now + 0.5)
+        return bytes(out), bytes(err), '' if exited else 'timeout'
+      if not exited and proc.poll() is not None:  # Whatever still holds its pipes gets half a second more.
+        exited, deadline = True, min(deadline, now + 0.5)
       for key, _ in selector.select(min(deadline - now, 0.1)):
         fd = key.fd
         if fd == stdin:
