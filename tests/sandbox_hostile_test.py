@@ -242,3 +242,18 @@ def test_the_same_tests_pass_a_right_answer():
   assert sandbox.run(['def f(x):\n  return 5', TESTS], LIMITS).passed
   assert sandbox.run(['import builtins\nbuiltins.abs = lambda x: 0\ndef f(x):\n  return 5',
                       'assert abs(-2) == 2\n' + TESTS], LIMITS).passed
+
+
+def test_no_inherited_descriptors_and_a_limit_on_open_files():
+  leak_r, leak_w = os.pipe()
+  os.set_inheritable(leak_r, True)
+  os.set_inheritable(leak_w, True)
+  program = ('import os\nopen_fds = []\nfor fd in range(1024):\n  try:\n    os.fstat(fd)\n'
+             '    open_fds.append(fd)\n  except OSError:\n    pass\nprint(open_fds)\nfiles = []\n'
+             'try:\n  while True:\n    files.append(open("/dev/null"))\nexcept OSError as e:\n  print(len(files), e.strerror)')
+  try:
+    r = sandbox.run(program, sandbox.Limits(open_files=32), guard=False)
+  finally:
+    os.close(leak_r)
+    os.close(leak_w)
+  assert r.passed and r.stdout.splitlines() == ['[0, 1, 2]', '29 Too many open files'], r
