@@ -3,7 +3,8 @@
 The escapes run twice: with the inner audit hook switched off (`guard=False`), so the operating-system isolation
 alone must hold, and with the hook on after the program has tampered with it as it could with the old in-process
 guard. Targets on the host are world-writable (and processes to kill run as the sandbox's own uid), so nothing but
-the sandbox stands between the program and them.
+the sandbox stands between the program and them. The false passes run with the hook on, as scoring does; the token
+thefts among them are shown to work with it off, so the hook is what stops them.
 """
 
 import os
@@ -220,16 +221,39 @@ FALSE_PASSES = {
     'frames_of_the_harness': 'import sys, os\nf = sys._getframe()\nwhile f.f_back:\n  f = f.f_back\n'
                              '  print(f.f_code.co_name, sorted(f.f_locals), flush=True)\n'
                              '  f.f_locals.get("gate") and f.f_locals["gate"].release()\nos._exit(0)',
-    'current_frames': 'import sys, os\nfor fr in sys._current_frames().values():\n  print(fr.f_locals, flush=True)\n'
-                      'os._exit(0)',
-    'gc': 'import gc, os\nprint([o for o in gc.get_objects() if isinstance(o, bytes) and len(o) == 32])\nos._exit(0)',
-    'settrace': 'import sys, threading, os\nsys.settrace(lambda *a: print(a))\nos._exit(0)',
-    'audit_hook': 'import sys, os\nsys.addaudithook(lambda e, a: print(e, a, flush=True))\nos._exit(0)',
-    'ctypes': 'import ctypes, os\nos._exit(0)',
+    'crafted_code': 'import os\nf = lambda: 0\nf.__code__ = f.__code__.replace(co_code=f.__code__.co_code)\nos._exit(0)',
     'fork_and_exit': 'import os\nif os.fork():\n  os._exit(0)\nimport time\ntime.sleep(1)\nos._exit(0)',
     'thread_exit': 'import threading, os\nthreading.Thread(target=os._exit, args=(0,)).start()\nimport time\n'
                    'time.sleep(5)',
 }
+
+
+# Each prints the token it finds the way the harness does, then leaves: a pass if the theft worked.
+THEFTS = {
+    'current_frames': 'import sys, os\nfor frame in sys._current_frames().values():\n'
+                      '  for v in frame.f_locals.values():\n'
+                      '    if isinstance(v, bytes) and len(v) == 32:\n      os.write(1, b"\\n" + v + b"\\n")\n'
+                      'os._exit(0)',
+    'gc': 'import gc, os\nfor o in gc.get_objects():\n  if type(o) is tuple:\n    for v in o:\n'
+          '      if isinstance(v, bytes) and len(v) == 32:\n        os.write(1, b"\\n" + v + b"\\n")\nos._exit(0)',
+    'audit_hook': 'import sys, os, time\ndef hook(event, args):\n  if event != "sys._current_frames":\n    return\n'
+                  '  f = sys._getframe(1)\n  while f:\n    for v in list(f.f_locals.values()):\n'
+                  '      if isinstance(v, bytes) and len(v) == 32:\n        os.write(1, b"\\n" + v + b"\\n")\n'
+                  '        os._exit(0)\n    f = f.f_back\nsys.addaudithook(hook)\nf = sys._getframe()\n'
+                  'while f:\n  if "gate" in f.f_locals:\n    f.f_locals["gate"].release()\n  f = f.f_back\n'
+                  'time.sleep(1)\nos._exit(1)',
+}
+FALSE_PASSES.update(THEFTS)
+
+
+@pytest.mark.parametrize('name', sorted(THEFTS))
+def test_the_thefts_are_real_the_inner_guard_stops_them(name):
+  assert sandbox.run([THEFTS[name], TESTS], LIMITS, guard=False).passed  # Without the guard they work.
+
+
+def test_hand_made_code_objects_are_refused():
+  r = sandbox.run(FALSE_PASSES['crafted_code'], LIMITS)
+  assert not r.passed and 'code.__new__ is refused' in r.stderr, r
 
 
 @pytest.mark.parametrize('name', sorted(FALSE_PASSES))

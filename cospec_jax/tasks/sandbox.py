@@ -228,8 +228,9 @@ def _kill(proc: subprocess.Popen):
 
 def run(program: Union[str, Sequence[str]], limits: Limits = Limits(), *, guard: bool = True) -> Result:
   """Runs Python source `program` (or sections executed in order in one namespace, each compiled on its own:
-  completion, then tests) in the sandbox; returns how it ended. `guard=False` leaves out the inner audit hook (for
-  tests that show the isolation holds without it). Raises SandboxUnavailable when isolation is missing (see above)."""
+  completion, then tests) in the sandbox; returns how it ended. `guard=False` leaves out the inner audit hook, for
+  tests that show the isolation holds without it; the pass token is then within the program's reach, so never score
+  with it. Raises SandboxUnavailable when isolation is missing (see above)."""
   sections = [program] if isinstance(program, str) else list(program)
   command, scratch = _command(limits)
   token = secrets.token_hex(16)

@@ -2,7 +2,7 @@
 passes this file's text to `python -I -S -B -c`.
 
 It reads one JSON object from stdin ({'token', 'sections', 'limits', 'guard'}), puts /dev/null in stdin's place,
-sets the rlimits (the kernel enforces them from then on) and runs the sections in order in one `__main__`
+sets the rlimits (the kernel enforces them from then on) and runs the sections in order in a `__main__`
 namespace, each compiled on its own (a completion cannot swallow the tests after it with an open string or bracket)
 and with `builtins` restored before each. The sections after the first (the tests) run in a copy of the first's
 namespace without the globals that shadow a builtin and with a private copy of the builtins, so a completion that
@@ -14,8 +14,9 @@ sees the main thread blocked on the last line of `_main`, in the very frame that
 identity and line number, neither of which the program can forge). A program that exits early (exit(), quit(),
 os._exit, SystemExit, a signal, a crash) never gets there, so the parent, which counts a pass only when it reads the
 token, fails it. The inner guard (an audit hook, `guard=True`) keeps the notary's frame out of reach: it refuses
-sys._current_frames (but to the notary), tracing and profiling, gc's object lists, further audit hooks, ctypes and
-new processes; /proc is not mounted in the sandbox, so memory cannot be read through it.
+sys._current_frames (but to the notary), tracing and profiling, gc's object lists, further audit hooks, ctypes,
+hand-made code objects (crafted bytecode can read memory) and new processes; /proc is not mounted in the sandbox,
+so memory cannot be read through it either.
 """
 
 import _sitebuiltins
@@ -43,8 +44,9 @@ def _install_guard(notary: int):
       if str(args[0]).partition('.')[0] in ('ctypes', '_ctypes', '_testcapi', '_testinternalcapi'):
         raise PermissionError(f'sandbox: importing {args[0]} is refused')
     elif event.startswith(('sys.settrace', 'sys.setprofile', 'sys._settraceallthreads', 'sys._setprofileallthreads',
-                           'sys.monitoring', 'sys.remote_exec', 'gc.get_', 'ctypes.', 'os.fork', 'os.forkpty',
-                           'os.system', 'os.exec', 'os.posix_spawn', 'os.spawn', 'subprocess.Popen', 'pty.spawn')):
+                           'sys.monitoring', 'sys.remote_exec', 'gc.get_', 'ctypes.', 'code.__new__', 'os.fork',
+                           'os.forkpty', 'os.system', 'os.exec', 'os.posix_spawn', 'os.spawn', 'subprocess.Popen',
+                           'pty.spawn')):
       raise PermissionError(f'sandbox: {event} is refused')
 
   sys.addaudithook(hook)
