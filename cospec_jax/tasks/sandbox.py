@@ -136,14 +136,19 @@ def isolation_error() -> str:
   if shutil.which('bwrap') is None:
     return 'bwrap is not installed: apt-get install bubblewrap.'
   try:
-    command = _bwrap_command(Limits())[:-2] + ['-c', 'print(6 * 7)']
-    proc = _popen(command, '/')
-    out, err = proc.communicate(timeout=30)
+    proc = _popen(_bwrap_command(Limits())[:-2] + ['-c', 'print(6 * 7)'], '/')
   except (OSError, subprocess.SubprocessError, SandboxUnavailable) as e:
     return f'bwrap could not start: {e}'
+  try:
+    out, err = proc.communicate(timeout=30)
+  except subprocess.TimeoutExpired:
+    return 'bwrap did not run a one-line program within 30 s.'
+  finally:
+    _kill(proc)
   if proc.returncode != 0 or out.strip() != b'42':
     return (f'bwrap fails here (exit {proc.returncode}): {err.decode(errors="replace").strip()}; it needs user '
-            'namespaces (sysctl kernel.unprivileged_userns_clone=1, or user.max_user_namespaces > 0).')
+            'namespaces for unprivileged users (sysctl user.max_user_namespaces > 0; on Debian '
+            'kernel.unprivileged_userns_clone=1; on Ubuntu 24.04+ kernel.apparmor_restrict_unprivileged_userns=0).')
   return ''
 
 

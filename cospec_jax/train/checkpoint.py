@@ -128,15 +128,17 @@ def abstract(tree: Any) -> Any:
   return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def restore_once(directory: str, abstract_state: Any, step: Optional[int] = None) -> Any:
-  """Opens `directory`, restores `step` (default: the latest) into `abstract_state`'s structure, closes it. Leaves
-  that name no sharding land on this process's first device, whatever mesh the checkpoint was saved from."""
+def restore_once(directory: str, abstract_state: Any, step: Optional[int] = None,
+                 restore_flag: str = '--config.train.restore_step') -> Any:
+  """Opens `directory`, restores `step` (default: the latest) into `abstract_state`'s structure, closes it; moves
+  nothing. Leaves that name no sharding land on this process's first device, whatever mesh the checkpoint was saved
+  from. `restore_flag`: as for Checkpointer, the flag a damaged step's error names."""
   local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract_state = jax.tree_util.tree_map(
       lambda x: x if getattr(x, 'sharding', None) is not None else jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                                                         sharding=local),
       abstract_state)
-  checkpointer = Checkpointer(directory, save_every=1, keep=1)
+  checkpointer = Checkpointer(directory, save_every=1, keep=1, restore_flag=restore_flag)
   try:
     return checkpointer.restore(abstract_state, step)[1]
   finally:
