@@ -1,4 +1,4 @@
-"""The argument after the colon in --config=configs/NAME.py:ARG, checked so that a typo is an error, not the full run."""
+"""The argument after the colon in --config=configs/NAME.py:ARG, checked: a typo is an error, not the full run."""
 
 from __future__ import annotations
 

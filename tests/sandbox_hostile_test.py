@@ -9,11 +9,9 @@ thefts among them are shown to work with it off, so the hook is what stops them.
 
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -221,7 +219,8 @@ FALSE_PASSES = {
     'frames_of_the_harness': 'import sys, os\nf = sys._getframe()\nwhile f.f_back:\n  f = f.f_back\n'
                              '  print(f.f_code.co_name, sorted(f.f_locals), flush=True)\n'
                              '  f.f_locals.get("gate") and f.f_locals["gate"].release()\nos._exit(0)',
-    'crafted_code': 'import os\nf = lambda: 0\nf.__code__ = f.__code__.replace(co_code=f.__code__.co_code)\nos._exit(0)',
+    'crafted_code': 'import os\nf = lambda: 0\nf.__code__ = f.__code__.replace(co_code=f.__code__.co_code)\n'
+                    'os._exit(0)',
     'fork_and_exit': 'import os\nif os.fork():\n  os._exit(0)\nimport time\ntime.sleep(1)\nos._exit(0)',
     'thread_exit': 'import threading, os\nthreading.Thread(target=os._exit, args=(0,)).start()\nimport time\n'
                    'time.sleep(5)',
@@ -274,7 +273,8 @@ def test_no_inherited_descriptors_and_a_limit_on_open_files():
   os.set_inheritable(leak_w, True)
   program = ('import os\nopen_fds = []\nfor fd in range(1024):\n  try:\n    os.fstat(fd)\n'
              '    open_fds.append(fd)\n  except OSError:\n    pass\nprint(open_fds)\nfiles = []\n'
-             'try:\n  while True:\n    files.append(open("/dev/null"))\nexcept OSError as e:\n  print(len(files), e.strerror)')
+             'try:\n  while True:\n    files.append(open("/dev/null"))\nexcept OSError as e:\n'
+             '  print(len(files), e.strerror)')
   try:
     r = sandbox.run(program, sandbox.Limits(open_files=32), guard=False)
   finally:
