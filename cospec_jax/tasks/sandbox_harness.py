@@ -74,6 +74,13 @@ def _main():
   null = os.open(os.devnull, os.O_RDONLY)
   os.dup2(null, 0)
   os.close(null)
+  ready, gate, finished = _thread.allocate_lock(), _thread.allocate_lock(), _thread.allocate_lock()
+  for lock in (ready, gate, finished):
+    lock.acquire()
+  notary = _thread.start_new_thread(_notary, (payload.pop('token').encode(), _thread.get_ident(), _main.__code__,
+                                              ready, gate, sys._current_frames, os.write, os._exit))
+  ready.acquire()  # The notary has seen this frame.
+  # After the notary started: unisolated, RLIMIT_NPROC counts all of this user's processes and could refuse it.
   for name, (soft, hard) in payload['limits'].items():
     resource.setrlimit(getattr(resource, name), (soft, hard))
   builtins.exit = _sitebuiltins.Quitter('exit', 'Ctrl-D (i.e. EOF)')  # What `site` adds; python -S leaves it out.
@@ -81,12 +88,6 @@ def _main():
   builtins_before = types.MappingProxyType(dict(builtins.__dict__))
   run, restore = exec, builtins.__dict__.update
   codes = tuple(compile(source, 'program.py', 'exec', dont_inherit=True) for source in payload['sections'])
-  ready, gate, finished = _thread.allocate_lock(), _thread.allocate_lock(), _thread.allocate_lock()
-  for lock in (ready, gate, finished):
-    lock.acquire()
-  notary = _thread.start_new_thread(_notary, (payload.pop('token').encode(), _thread.get_ident(), _main.__code__,
-                                              ready, gate, sys._current_frames, os.write, os._exit))
-  ready.acquire()  # The notary has seen this frame.
   if payload['guard']:
     _install_guard(notary)
   del payload
