@@ -15,8 +15,9 @@
     pid namespace is killed, so no process it started survives (--die-with-parent guards a crash of this process).
 A program passes only if it exits 0 *and* the harness (sandbox_harness.py) printed this run's random token, which it
 does after the last section has run: exiting early (exit(), quit(), os._exit, SystemExit, a signal) is a failure.
-The in-process audit hook the harness installs (no process creation, ctypes, signal handlers or frame access) is
-an inner layer that keeps the token out of the program's reach; the isolation above does not depend on it.
+The in-process audit hook the harness installs (no other thread's frames, tracing, gc object lists, further audit
+hooks, ctypes, hand-made code objects or new processes) is an inner layer that keeps the token out of the program's
+reach; the isolation above does not depend on it.
 
 Limitation shared with HumanEval's and MBPP's official harnesses: the tests run in the program's interpreter and
 call its code, so a completion returning an object whose `__eq__` is always true, or patching a module the tests use
@@ -94,7 +95,8 @@ def _traversable(path: str) -> bool:
 def _interpreter() -> tuple[str, str]:
   """(python executable, prefix to bind) the sandbox runs: this interpreter's base install, or /usr/bin/python3
   when running as root and the base install is out of nobody's reach (e.g. pyenv under /root)."""
-  executable, prefix = os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix)
+  executable = os.path.realpath(getattr(sys, '_base_executable', sys.executable))  # Not a venv's copy.
+  prefix = os.path.realpath(sys.base_prefix)
   if os.geteuid() != 0 or _traversable(executable):
     return executable, prefix
   for candidate in ('/usr/bin/python3', '/usr/local/bin/python3'):
@@ -115,7 +117,10 @@ def _bwrap_command(limits: Limits) -> list[str]:
       command += ['--symlink', os.readlink(top), top]
     elif os.path.isdir(top):
       command += ['--ro-bind', top, top]
-  if not (prefix + os.sep).startswith(('/usr/', '/bin/', '/lib')):
+  if prefix == '/':
+    raise SandboxUnavailable(f'{python} has prefix /, which the sandbox would have to expose whole; use a Python '
+                             'installed under /usr or in a directory of its own.')
+  if not (prefix + '/').startswith('/usr/'):
     command += ['--ro-bind', prefix, prefix]
   command += ['--dev', '/dev', '--size', str(limits.disk_mb << 20), '--tmpfs', '/tmp', '--chdir', '/tmp',
               '--remount-ro', '/dev', '--remount-ro', '/']
