@@ -78,3 +78,10 @@ def test_a_missing_step_names_the_flag(saved):
   _, checkpointer = saved
   with pytest.raises(FileNotFoundError, match=r'step 7 .*available: \[1, 2, 3\].*--config\.arbiter\.rl\.x'):
     checkpointer.restore(checkpoint_lib.abstract(_state(0)), step=7)
+
+
+def test_a_step_asked_of_an_empty_directory_names_the_flag(tmp_path):
+  checkpointer = checkpoint_lib.Checkpointer(str(tmp_path / 'none'), 1, 1, restore_flag='--config.target.train.x')
+  with pytest.raises(FileNotFoundError, match=r'step 5 .*available: \[\].*--config\.target\.train\.x'):
+    checkpointer.restore(checkpoint_lib.abstract(_state(0)), step=5, resume=True)
+  checkpointer.close()

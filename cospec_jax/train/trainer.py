@@ -183,7 +183,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, config_flag: str = '-
   state = init_state(model, optimizer, config.seed)
   checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), cfg.save_every, cfg.keep,
                               restore_flag=f'{config_flag}.train.restore_step')
-  if checkpointer.latest_step() is not None:
+  if checkpointer.latest_step() is not None or cfg.restore_step >= 0:  # A step asked for must exist.
     restore_step = None if cfg.restore_step < 0 else cfg.restore_step
     _, state = checkpointer.restore(abstract(state), restore_step, resume=True)
   start = int(state.step)
