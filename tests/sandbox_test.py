@@ -103,6 +103,7 @@ def test_mbpp_errors_name_the_file_the_line_and_the_field(tmp_path):
   path = _write(tmp_path / 'mbpp.jsonl', [ADD, dict(ADD, task_id=7, test_list=[])])
   with pytest.raises(ValueError, match=r"line 2, field 'test_list': task 7 has no tests"):
     code_tasks.load_mbpp(path)
-  path = _write(tmp_path / 'mbpp.jsonl', [dict(ADD, test_list='assert True')])
-  with pytest.raises(ValueError, match=r"line 1, field 'test_list': task 2: expected a list"):
-    code_tasks.load_mbpp(path)
+  for bad in ('assert True', ['assert add(1, 2) == 3', 'add(1, 2)'], ['']):
+    path = _write(tmp_path / 'mbpp.jsonl', [dict(ADD, test_list=bad)])
+    with pytest.raises(ValueError, match=r"line 1, field 'test_list': task 2: expected a list of assert lines"):
+      code_tasks.load_mbpp(path)
