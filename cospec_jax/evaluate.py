@@ -1,20 +1,30 @@
-"""The paper's table on the embedded pair: every method on the same test problems, drafts and timing code.
+"""The paper's table on the embedded pair, under a protocol a reviewer accepts: every choice on validation, test
+read once.
 
-Methods: target-only and draft-only decoding, speculative decoding (greedy and sampling), each relaxed rule (topk,
-threshold, fly, judge), CoSpec at several `lam`, and the oracle (an upper bound, not a method). For each:
-accuracy with a 95% Wilson interval and a paired exact McNemar test against target-only; draft tokens accepted per
-target call and target calls per generated token; wall-clock tokens/s and speedup against target-only decoding,
-measured in this process at the accuracy run's batch size and at batch size 1 (on `timing.problems` problems),
-each the fastest of `timing.repeats` passes.
+Methods (families): target-only and draft-only decoding, speculative decoding (greedy; sampling over temperatures),
+each relaxed rule over its settings (topk, threshold, fly), two judges (AutoJudge's harm labels, and the fix-aware
+labels CoSpec's warm start uses) over their thresholds, CoSpec over `lam` with the supervised warm start alone
+("cospec supervised") and with REINFORCE, and the oracle (an upper bound, not a method).
 
-`run(config, workdir)` writes results.json, table.md and pareto.png into workdir (each atomically, once everything
-has been measured, so a failing run leaves an earlier table intact).
+1. Validation. The REINFORCE checkpoint is the most accurate on validation of those the arbiter stage kept (never
+   simply the last). Every family is swept over its settings on validation, and one rule picks each family's point
+   (`selection.RULE`).
+2. Test, once. Each family at its chosen point: accuracy with a 95% Wilson interval and a paired exact McNemar test
+   against target-only (and CoSpec against its supervised warm start); draft tokens accepted per target call and
+   target calls per generated token; wall-clock tokens/s and speedup against target-only decoding, measured in this
+   process at the accuracy run's batch size and at batch size 1 (on `timing.problems` problems), each the fastest of
+   `timing.repeats` passes. On the test split's counterfactual forks: the oracle's mismatches, and how often each
+   arbiter's decisions agree with the counterfactual labels, per lam (diagnostics: they feed no choice).
+
+`run(config, workdir)` writes table.md, pareto.png (report.py) and then results.json (each atomically, results.json last: it is
+the stage's done marker), once everything has been measured, so a failing run leaves an earlier table intact.
+results.json records the split overlaps it checked, the checkpoint choice, every sweep with its validation figures,
+and per row the chosen setting with the validation figures that chose it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -26,7 +36,7 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from cospec_jax import files, sharding
+from cospec_jax import files, report, selection, sharding
 from cospec_jax.decoding import (AutoregressiveDecoder, DecodeSettings, Exact, RejectionSampling, Sampling,
                                  SpeculativeDecoder, make_rule)
 from cospec_jax.decoding.cospec import ArbiterPolicy, CoSpec
@@ -35,9 +45,11 @@ from cospec_jax.train import arbiter, counterfactual
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """One row of the table: a one-model decoder (`model` set) or a speculative rule (`rule` set)."""
+  """One point of a family: a one-model decoder (`model` set) or a speculative rule (`rule` set)."""
 
   name: str
+  family: str = ''  # The method it is a setting of ('topk', 'cospec', ...); '' means the name.
+  setting: Any = None  # The swept values, e.g. {'k': 2}.
   model: Optional[str] = None  # 'target' or 'draft' for one-model decoding.
   rule: Any = None
   rule_params: Any = None
@@ -64,31 +76,39 @@ def mcnemar(correct: Sequence[bool], reference: Sequence[bool]) -> tuple[int, in
   return gained, lost, float(p)
 
 
-def methods(config: ml_collections.ConfigDict, policy_params, judge_params, oracle_keep_at_P) -> list[Method]:
-  """The table's rows, in order, as `config.table` describes them."""
+def _label(name: str, setting: dict) -> str:
+  return f'{name} {", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in setting.items())}'
+
+
+def families(config: ml_collections.ConfigDict, policies: dict, judges: dict) -> dict[str, list[Method]]:
+  """Every method's candidate points, {family: [Method, ...]}, as `config.table` lists their settings.
+  `policies`: {'cospec supervised': params, 'cospec': params}; `judges`: {'judge': head, 'judge fix-aware': head}."""
   t = config.table
   policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
-  sampling = RejectionSampling(Sampling(t.temperature))
-  rows = [Method('target-only', model='target'), Method('draft-only', model='draft'),
-          Method('spd greedy', rule=Exact()), Method(f'spd sampling T={t.temperature:g}', rule=sampling, sampled=True)]
-  rows += [Method(f'{name} {", ".join(f"{k}={v}" for k, v in kwargs.items())}', rule=make_rule(name, **kwargs))
-           for name, kwargs in t.relaxed.items()]
-  rows.append(Method(f'judge max_harm={t.judge_max_harm:g}', rule=make_rule('judge', max_harm=t.judge_max_harm),
-                     rule_params=judge_params))
-  rows += [Method(f'cospec lam={lam:g}', rule=CoSpec(Exact(), policy), rule_params={'policy': policy_params,
-                                                                                       'lam': float(lam)}, lam=lam)
-           for lam in t.lams]
-  rows.append(Method('oracle (upper bound)', rule=make_rule('oracle'), row_params={'keep_at_B': oracle_keep_at_P}))
-  return rows
+  out = {'target-only': [Method('target-only', model='target')],
+         'draft-only': [Method('draft-only', model='draft')],
+         'spd greedy': [Method('spd greedy', rule=Exact())],
+         'spd sampling': [Method(_label('spd sampling', {'T': float(T)}), 'spd sampling', {'T': float(T)},
+                                 rule=RejectionSampling(Sampling(float(T))), sampled=True) for T in t.temperatures]}
+  for name, values in t.relaxed.items():
+    out[name] = [Method(_label(name, s), name, s, rule=make_rule(name, **s)) for s in selection.grid(values)]
+  for name, head in judges.items():
+    out[name] = [Method(_label(name, {'max_harm': float(h)}), name, {'max_harm': float(h)},
+                        rule=make_rule('judge', max_harm=float(h)), rule_params=head) for h in t.judge_max_harm]
+  for name, params in policies.items():
+    out[name] = [Method(_label(name, {'lam': float(lam)}), name, {'lam': float(lam)}, rule=CoSpec(Exact(), policy),
+                        rule_params={'policy': params, 'lam': float(lam)}, lam=float(lam)) for lam in t.lams]
+  return {k: v for k, v in out.items() if v}
 
 
 def decode(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
-           seed: int, repeats: int = 3, mesh=None) -> dict:
+           seed: int, repeats: int = 3, mesh=None, pad_to: int = 0) -> dict:
   """Decodes every prompt with `method`; returns completions, counts and the fastest of `repeats` timed passes.
-  Every prompt is padded to the longest, so one compiled shape serves all batches, compiled before the clock.
-  With a mesh, the params must already be placed on it (arbiter.load_pair)."""
+  Every prompt is padded to the longest (or to `pad_to`, so validation and test share one compiled shape), so one
+  compiled shape serves all batches, compiled before the clock. With a mesh, the params must already be placed on
+  it (arbiter.load_pair)."""
   rng = jax.random.PRNGKey(seed)
-  buckets = (max(len(p) for p in prompts),)
+  buckets = (max([pad_to] + [len(p) for p in prompts]),)
   if method.model is not None:
     config, params = target if method.model == 'target' else draft
     decoder = AutoregressiveDecoder(config, settings=settings, mesh=mesh)
@@ -114,96 +134,179 @@ def decode(method: Method, target, draft, prompts, batch_size: int, settings: De
   return {'completions': completions, 'generated': generated, 'target_calls': calls, 'seconds': min(seconds)}
 
 
+def _row(method: Method, out: dict, correct: np.ndarray) -> dict:
+  """The figures of one decoded method (accuracy, tokens per call, tokens/s)."""
+  return {'method': method.name, 'family': method.family or method.name, 'setting': method.setting,
+          'lam': method.lam, 'sampled': method.sampled, 'correct': correct.tolist(),
+          'accuracy': float(correct.mean()), 'accuracy_ci95': wilson_interval(int(correct.sum()), len(correct)),
+          'tokens_per_target_call': out['generated'] / max(out['target_calls'], 1),
+          'target_calls_per_token': out['target_calls'] / max(out['generated'], 1),
+          'tokens_per_s': out['generated'] / out['seconds']}
+
+
+def _summary(row: dict) -> dict:
+  return {k: row[k] for k in ('method', 'setting', 'accuracy', 'tokens_per_target_call', 'tokens_per_s')}
+
+
+def choose_arbiter_step(config, target, draft, task, problems, settings, mesh, pad_to: int = 0
+                        ) -> tuple[int, list[dict]]:
+  """The REINFORCE checkpoint (step > 0) most accurate on validation at lam = 0 (`selection.choose_step`), of the
+  steps the arbiter stage recorded as restoring; returns (step, every step's validation figures)."""
+  steps = [s for s in arbiter.finished_steps(config, config.arbiter_workdir) if s > 0]
+  if not steps:
+    raise ValueError(f'The arbiter in {config.arbiter_workdir} kept no REINFORCE checkpoint (step > 0); train it with '
+                     'config.rl.steps > 0.')
+  prompts = [task.prompt(p) for p in problems]
+  policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
+  points = []
+  for step in steps:
+    params = arbiter.restore_state(config, config.arbiter_workdir, step).params
+    method = Method(f'cospec step {step}', rule=CoSpec(Exact(), policy), rule_params={'policy': params, 'lam': 0.0})
+    out = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma, config.seed, 1,
+                 mesh, pad_to)
+    correct = task.score(out['completions'], problems)
+    points.append({'step': step, 'accuracy': float(correct.mean()),
+                   'tokens_per_target_call': out['generated'] / max(out['target_calls'], 1)})
+    print(f'  validation, arbiter step {step}: {correct.mean():.1%}, {points[-1]["tokens_per_target_call"]:.2f} '
+          'tokens/call', flush=True)
+  return points[selection.choose_step(points)]['step'], points
+
+
+def sweep(config, points: Sequence[Method], seed_offset: int, target, draft, task, validation, settings, mesh,
+          pad_to: int) -> list[dict]:
+  """Each point's validation figures (one timed pass; compiled before the clock); without a validation split, only
+  the settings."""
+  if validation is None:
+    return [{'method': m.name, 'setting': m.setting} for m in points]
+  prompts, out_points = [task.prompt(p) for p in validation], []
+  for method in points:
+    out = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
+                 config.seed + seed_offset, 1, mesh, pad_to)
+    out_points.append(_summary(_row(method, out, task.score(out['completions'], validation))))
+  print(f'  validation, {points[0].family or points[0].name}: ' + ', '.join(
+      f'{p["method"]} {p["accuracy"]:.1%}/{p["tokens_per_target_call"]:.2f}' for p in out_points), flush=True)
+  return out_points
+
+
+def test_row(config, method: Method, seed_offset: int, target, draft, task, test, settings, mesh, pad_to: int,
+             small_batch: int, sweeps: dict) -> dict:
+  """`method` on the test split: accuracy, tokens per call and speed at the table's batch and at `small_batch`
+  (on timing.problems problems), each the fastest of timing.repeats passes; with the validation figures that chose
+  it."""
+  t = config.table
+  prompts = [task.prompt(p) for p in test]
+  full = decode(method, target, draft, prompts, t.batch_size, settings, config.rl.gamma, config.seed + seed_offset,
+                t.timing.repeats, mesh, pad_to)
+  n_time = min(t.timing.problems, len(prompts))
+  one = decode(dataclasses.replace(method, row_params=None if method.row_params is None else
+                                   {k: v[:n_time] for k, v in method.row_params.items()}),
+               target, draft, prompts[:n_time], small_batch, settings, config.rl.gamma, config.seed + seed_offset,
+               t.timing.repeats, mesh)
+  row = _row(method, full, task.score(full['completions'], test))
+  row['tokens_per_s_batch1'] = one['generated'] / one['seconds']
+  row['validation'] = next((p for p in sweeps.get(row['family'], []) if p['method'] == method.name and 'accuracy' in p),
+                           None)
+  print(f'  test, {method.name}: {row["accuracy"]:.1%}', flush=True)
+  return row
+
+
+def _split(task, split: str) -> Optional[list]:
+  """The task's `split`, or None when it has none (HumanEval has only test)."""
+  try:
+    return task.problems(split)
+  except ValueError:
+    return None
+
+
+def _unchosen_step(config, task, t) -> tuple[int, list]:
+  """Without a validation split nothing can be chosen: every family must list one setting, and the arbiter is the
+  last step its stage recorded."""
+  several = {k: v for k, v in (('temperatures', t.temperatures), ('judge_max_harm', t.judge_max_harm),
+                              ('lams', t.lams)) if len(v) > 1}
+  several.update({k: v for k, v in t.relaxed.items() if len(selection.grid(v)) > 1})
+  if several:
+    raise ValueError(f'Task {task.name} has no validation split to choose settings on, but config.table lists '
+                     f'several for {sorted(several)}: give one value each (chosen on another task\'s validation).')
+  return arbiter.finished_steps(config, config.arbiter_workdir)[-1], []
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Evaluates every method (see module docstring) and writes results.json, table.md, pareto.png to `workdir`."""
+  """Chooses every setting on validation, then evaluates each method once on test (see module docstring); writes
+  table.md, pareto.png and results.json to `workdir`."""
   os.makedirs(workdir, exist_ok=True)
   t = config.table
   mesh = sharding.mesh_from_config(config)
   small_batch = 1 if mesh is None else mesh.shape[sharding.DATA]  # The smallest batch the mesh splits.
   target, draft = arbiter.load_pair(config, mesh)
   task = arbiter.load_task(config, config.pair.target_workdir)
-  problems = task.problems('test')[:t.num_examples]
-  prompts = [task.prompt(p) for p in problems]
+  splits = {s: _split(task, s) for s in ('train', 'validation', 'test')}
+  overlap = selection.split_overlap({s: v for s, v in splits.items() if v is not None})
+  if any(n for counts in overlap.values() for n in counts.values()):
+    raise ValueError(f'The splits of task {task.name} share problems ({overlap}); the comparison needs disjoint '
+                     'train, validation and test splits.')
+  test = splits['test'][:t.num_examples]
+  validation = None if splits['validation'] is None else splits['validation'][:t.validation_examples]
   settings = DecodeSettings.for_tokenizer(task.tokenizer, config.rl.max_new_tokens)
-  policy_params = arbiter.restore_state(config, config.arbiter_workdir).params
+  # One compiled shape for validation and test.
+  pad_to = max(len(task.prompt(p)) for p in (validation or []) + test)
   forks_path = os.path.join(config.arbiter_workdir, arbiter.FORKS_FILE)
   if not os.path.exists(forks_path):
-    raise FileNotFoundError(f'The judge is trained on the arbiter\'s counterfactual forks, and {forks_path} does not '
-                            'exist: train the arbiter with config.warm_start.problems > 0 first.')
-  judge_params = counterfactual.fit_judge(counterfactual.Forks.load(forks_path))
-  test_forks = counterfactual.collect(target, draft, task, problems, config.rl.gamma, config.rl.max_new_tokens,
+    raise FileNotFoundError(f'The judges are trained on the arbiter\'s counterfactual forks, and {forks_path} does '
+                            'not exist: train the arbiter with config.warm_start.problems > 0 first.')
+  train_forks = counterfactual.Forks.load(forks_path)  # Forks of training problems only.
+  judges = {'judge': counterfactual.fit_judge(train_forks, 'harm'),
+            'judge fix-aware': counterfactual.fit_judge(train_forks, 'fix_aware', t.judge_lam,
+                                                        config.warm_start.speed_bonus)}
+
+  # 1. Validation: the checkpoint, then every family's sweep and its chosen point.
+  if validation is None:
+    step, step_points = _unchosen_step(config, task, t)
+  else:
+    step, step_points = choose_arbiter_step(config, target, draft, task, validation, settings, mesh, pad_to)
+  policies = {'cospec supervised': arbiter.restore_state(config, config.arbiter_workdir, 0).params,
+              'cospec': arbiter.restore_state(config, config.arbiter_workdir, step).params}
+  candidates = families(config, policies, judges)
+  sweeps = {family: sweep(config, points, i, target, draft, task, validation, settings, mesh, pad_to)
+            for i, (family, points) in enumerate(candidates.items())}
+  spd_tau = None if validation is None else sweeps['spd greedy'][0]['tokens_per_target_call']
+  chosen = [(i, points[0 if validation is None else selection.choose(sweeps[family], spd_tau)])
+            for i, (family, points) in enumerate(candidates.items())]
+
+  # 2. Test, read once: each family at its chosen point, and the oracle.
+  test_forks = counterfactual.collect(target, draft, task, test, config.rl.gamma, config.rl.max_new_tokens,
                                       t.batch_size, mesh=mesh)
-  rows = []
-  for i, method in enumerate(methods(config, policy_params, judge_params, counterfactual.oracle_keep_at(test_forks))):
-    full = decode(method, target, draft, prompts, t.batch_size, settings, config.rl.gamma, config.seed + i,
-                  t.timing.repeats, mesh)
-    n_time = min(t.timing.problems, len(prompts))
-    one = decode(dataclasses.replace(method, row_params=None if method.row_params is None else
-                                     {k: v[:n_time] for k, v in method.row_params.items()}),
-                 target, draft, prompts[:n_time], small_batch, settings, config.rl.gamma, config.seed + i,
-                 t.timing.repeats, mesh)
-    correct = task.score(full['completions'], problems)
-    rows.append({'method': method.name, 'lam': method.lam, 'sampled': method.sampled,
-                 'correct': correct.tolist(), 'accuracy': float(correct.mean()),
-                 'accuracy_ci95': wilson_interval(int(correct.sum()), len(correct)),
-                 'tokens_per_target_call': full['generated'] / max(full['target_calls'], 1),
-                 'target_calls_per_token': full['target_calls'] / max(full['generated'], 1),
-                 'tokens_per_s': full['generated'] / full['seconds'],
-                 'tokens_per_s_batch1': one['generated'] / one['seconds']})
-    print(f'  {method.name}: {correct.mean():.1%}', flush=True)
+  oracle = Method('oracle (upper bound)', rule=make_rule('oracle'),
+                  row_params={'keep_at_B': counterfactual.oracle_keep_at(test_forks)})
+  rows = [test_row(config, method, i, target, draft, task, test, settings, mesh, pad_to, small_batch, sweeps)
+          for i, method in chosen + [(len(chosen), oracle)]]
   reference = rows[0]
   for row in rows:
     row['gained'], row['lost'], row['mcnemar_p'] = mcnemar(row['correct'], reference['correct'])
     row['speedup'] = row['tokens_per_s'] / reference['tokens_per_s']
     row['speedup_batch1'] = row['tokens_per_s_batch1'] / reference['tokens_per_s_batch1']
-  results = {'problems': len(problems), 'batch_size': t.batch_size, 'small_batch': small_batch,
-             'timing_problems': min(t.timing.problems, len(problems)),
-             'mesh': None if mesh is None else dict(mesh.shape), 'task': task.name,
-             'gamma': config.rl.gamma, 'device': str(jax.devices()[0].device_kind), 'rows': rows}
-  files.write_atomically(os.path.join(workdir, 'results.json'), json.dumps(results, indent=1))
-  files.write_atomically(os.path.join(workdir, 'table.md'), format_table(results))
-  plot_pareto(results, os.path.join(workdir, 'pareto.png'))
-  print(format_table(results))
+  by_family = {r['family']: r for r in rows}
+  paired = {}
+  if 'cospec' in by_family and 'cospec supervised' in by_family:
+    gained, lost, p = mcnemar(by_family['cospec']['correct'], by_family['cospec supervised']['correct'])
+    paired['cospec vs cospec supervised'] = {'gained': gained, 'lost': lost, 'mcnemar_p': p}
+  policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
+  agreement = {name: {f'{lam:g}': counterfactual.oracle_agreement(policy, params, test_forks, float(lam),
+                                                                   config.warm_start.speed_bonus)
+                      for lam in t.lams} for name, params in policies.items()}
+  results = {'problems': len(test), 'validation_problems': len(validation or []), 'batch_size': t.batch_size,
+             'small_batch': small_batch, 'timing_problems': min(t.timing.problems, len(test)),
+             'mesh': None if mesh is None else dict(mesh.shape), 'task': task.name, 'gamma': config.rl.gamma,
+             'device': str(jax.devices()[0].device_kind),
+             'split_sizes': {s: len(v) for s, v in splits.items() if v is not None},
+             'overlap': overlap, 'choice_rule': selection.RULE, 'spd_validation_tokens_per_call': spd_tau,
+             'arbiter_step': step, 'arbiter_steps_validation': step_points, 'sweeps': sweeps, 'rows': rows,
+             'paired': paired, 'oracle_agreement': agreement,
+             'test_forks': {'forks': int(len(test_forks.problem_N)),
+                            'fix': int(np.sum(test_forks.fork_right_N & ~test_forks.target_right_N)),
+                            'break': int(np.sum(test_forks.target_right_N & ~test_forks.fork_right_N)),
+                            'neutral': int(np.sum(test_forks.fork_right_N == test_forks.target_right_N))}}
+  files.write_atomically(os.path.join(workdir, 'table.md'), report.format_table(results))
+  report.plot_pareto(results, os.path.join(workdir, 'pareto.png'))
+  files.write_atomically(os.path.join(workdir, 'results.json'), json.dumps(results, indent=1))  # The done marker.
+  print(report.format_table(results))
   return results
-
-
-def format_table(results: dict) -> str:
-  """The table as Markdown."""
-  small = results.get('small_batch', 1)
-  lines = [f'{results["problems"]} test problems, gamma {results["gamma"]}, accuracy batch {results["batch_size"]}, '
-           f'batch-{small} timing on {results["timing_problems"]} problems ({results["device"]}).', '',
-           '| method | accuracy | 95% CI | +/- vs target | McNemar p | tokens/call | calls/token | speedup | '
-           f'speedup (batch {small}) |', '|---|---|---|---|---|---|---|---|---|']
-  for r in results['rows']:
-    lo, hi = r['accuracy_ci95']
-    lines.append(f'| {r["method"]} | {r["accuracy"]:.1%} | {lo:.1%}-{hi:.1%} | +{r["gained"]}/-{r["lost"]} | '
-                 f'{r["mcnemar_p"]:.2g} | {r["tokens_per_target_call"]:.2f} | {r["target_calls_per_token"]:.3f} | '
-                 f'{r["speedup"]:.2f}x | {r["speedup_batch1"]:.2f}x |')
-  return '\n'.join(lines) + '\n'
-
-
-def plot_pareto(results: dict, path: str) -> None:
-  """Accuracy against batch-1 speedup; CoSpec's points joined in order of lam."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  cospec = [r for r in results['rows'] if r['lam'] is not None]
-  for r in results['rows']:
-    lo, hi = r['accuracy_ci95']
-    ax.errorbar(r['speedup_batch1'], r['accuracy'], yerr=[[r['accuracy'] - lo], [hi - r['accuracy']]],
-                fmt='o' if r['lam'] is None else 's', capsize=2, color='C3' if r['lam'] is not None else 'C0')
-    if r['lam'] is None:
-      ax.annotate(r['method'], (r['speedup_batch1'], r['accuracy']), fontsize=7, xytext=(4, 2),
-                  textcoords='offset points')
-  ax.plot([r['speedup_batch1'] for r in cospec], [r['accuracy'] for r in cospec], '-', color='C3',
-          label='CoSpec over lam')
-  ax.set_xlabel('speedup against target-only decoding (batch 1)')
-  ax.set_ylabel('test accuracy')
-  ax.legend(loc='lower left')
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  png = io.BytesIO()
-  fig.savefig(png, format='png', dpi=120)
-  plt.close(fig)
-  files.write_atomically(path, png.getvalue())

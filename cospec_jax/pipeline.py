@@ -1,22 +1,26 @@
 """The whole embedded experiment in order: draft, target, arbiter, table, trace. Each stage lives in
 <workdir>/<stage>.
 
-A stage whose final output exists is skipped (a trained model's eval.json, the arbiter's last checkpoint, the
-table's results.json, the trace's trace.html), so re-running the command after an interruption resumes where it
-stopped, and a stage that fails leaves the finished stages' outputs untouched. Stages that train resume from their
-own checkpoints. A pretrained pair (configs/paper.py) skips the first two.
+A stage whose done marker exists is skipped (a trained model's eval.json, the arbiter's done.json, the table's
+results.json, the trace's trace.html; each written last, atomically, after the stage's other outputs), so re-running
+the command after an interruption resumes where it stopped, and a stage that fails leaves the finished stages'
+outputs untouched; a marker that does not load reruns its stage, and a lost table.md or pareto.png is redrawn from
+results.json. Stages that train resume from their own checkpoints; a damaged one is named with the flag that
+restores an older step (e.g. --config.arbiter.rl.restore_step). A pretrained pair (configs/paper.py) skips
+the first two. The trace shows CoSpec at the checkpoint and lam the table chose on validation.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 import ml_collections
 
-from cospec_jax import evaluate, trace
+from cospec_jax import evaluate, files, report, trace
+from cospec_jax.models import CheckpointError, read_hf_config
 from cospec_jax.train import arbiter, trainer
-from cospec_jax.train.checkpoint import Checkpointer
 
 
 def _stage(name: str, done: bool, fn, t_start: float) -> None:
@@ -30,14 +34,47 @@ def _stage(name: str, done: bool, fn, t_start: float) -> None:
 
 
 def _arbiter_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    return False
-  checkpointer = Checkpointer(directory, config.rl.save_every, config.rl.keep)
   try:
-    return checkpointer.latest_step() == config.rl.steps
-  finally:
-    checkpointer.close()
+    arbiter.finished_steps(config, workdir)
+    return True
+  except (OSError, ValueError):
+    return False
+
+
+def _model_done(workdir: str) -> bool:
+  """A trained model's stage is done when its eval.json (written last) loads and its Hugging Face export reads."""
+  try:
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      json.load(f)
+    read_hf_config(os.path.join(workdir, 'hf'))
+    return True
+  except (OSError, ValueError, CheckpointError):
+    return False
+
+
+def _table_done(table_dir: str) -> bool:
+  """The table's stage is done when results.json (written last) loads; a lost table.md or pareto.png is written
+  again from it, not recomputed."""
+  try:
+    with open(os.path.join(table_dir, 'results.json')) as f:
+      results = json.load(f)
+  except (OSError, ValueError):
+    return False
+  if not os.path.exists(os.path.join(table_dir, 'table.md')):
+    files.write_atomically(os.path.join(table_dir, 'table.md'), report.format_table(results))
+    print(f'[pipeline] {table_dir}/table.md was missing: written again from results.json', flush=True)
+  if not os.path.exists(os.path.join(table_dir, 'pareto.png')):
+    report.plot_pareto(results, os.path.join(table_dir, 'pareto.png'))
+    print(f'[pipeline] {table_dir}/pareto.png was missing: drawn again from results.json', flush=True)
+  return True
+
+
+def _table_choice(table_dir: str) -> tuple[int, float]:
+  """(arbiter step, lam) of the table's CoSpec row, as chosen on validation."""
+  with open(os.path.join(table_dir, 'results.json')) as f:
+    results = json.load(f)
+  row = next(r for r in results['rows'] if r['family'] == 'cospec')
+  return results['arbiter_step'], row['lam']
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -53,16 +90,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     config.arbiter.pair[f'{name}_workdir'] = dirs[name]
   config.arbiter.arbiter_workdir = dirs['arbiter']
   for name in trained:
-    _stage(f'train {name}', os.path.exists(os.path.join(dirs[name], 'eval.json')),
-           lambda name=name: trainer.train(config[name], dirs[name]), t_start)
+    _stage(f'train {name}', _model_done(dirs[name]),
+           lambda name=name: trainer.train(config[name], dirs[name], f'--config.{name}'), t_start)
   _stage('train arbiter', _arbiter_done(config.arbiter, dirs['arbiter']),
-         lambda: arbiter.train_arbiter(config.arbiter, dirs['arbiter']), t_start)
+         lambda: arbiter.train_arbiter(config.arbiter, dirs['arbiter'], '--config.arbiter'), t_start)
   results = {}
-  _stage('evaluate every method', os.path.exists(os.path.join(dirs['table'], 'results.json')),
+  _stage('evaluate every method', _table_done(dirs['table']),
          lambda: results.update(evaluate.run(config.arbiter, dirs['table'])), t_start)
   if not results:
     with open(os.path.join(dirs['table'], 'table.md')) as f:
       print(f.read())
+  config.arbiter.trace.step, config.arbiter.trace.lam = _table_choice(dirs['table'])
   _stage('trace who wrote each token', os.path.exists(os.path.join(dirs['trace'], 'trace.html')),
          lambda: trace.run(config.arbiter, dirs['trace']), t_start)
   print(f'[pipeline] finished in {time.time() - t_start:.0f} s; results in {dirs["table"]}', flush=True)

@@ -129,7 +129,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   prompts = [task.prompt(p) for p in problems]
   settings = DecodeSettings.for_tokenizer(tokenizer, config.rl.max_new_tokens)
   policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
-  policy_params = arbiter.restore_state(config, config.arbiter_workdir).params
+  step = t.get('step', -1)
+  step = arbiter.finished_steps(config, config.arbiter_workdir)[-1] if step < 0 else step
+  policy_params = arbiter.restore_state(config, config.arbiter_workdir, step).params
   cospec = SpeculativeDecoder(target[0], draft[0], CoSpec(Exact(), policy), config.rl.gamma, settings, mesh=mesh)
   cospec_out, cospec_src = _decode_all(cospec, prompts, t.batch_size, (target[1], draft[1]),
                                        {'policy': policy_params, 'lam': float(t.lam)})
@@ -143,7 +145,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       raise ValueError(f'config.trace.problems={tuple(t.problems)} names a problem outside the {len(problems)} '
                        'searched; raise config.trace.search or pick indices below it.')
     chosen = np.asarray(t.problems, int)
-  print(f'trace: CoSpec (lam={t.lam:g}) right and target-only wrong on {int(np.sum(cospec_right & ~target_right))} '
+  print(f'trace: CoSpec (step {step}, lam={t.lam:g}) right and target-only wrong on {int(np.sum(cospec_right & ~target_right))} '
         f'of {len(problems)} test problems; the reverse on {int(np.sum(target_right & ~cospec_right))}.')
   print(f'legend: {legend_ansi()}')
   examples = []

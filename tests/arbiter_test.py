@@ -1,5 +1,6 @@
 """The arbiter's REINFORCE loop: it runs, logs what it should, changes the policy, and resumes exactly."""
 
+import copy
 import json
 import os
 import shutil
@@ -73,6 +74,28 @@ def test_resume_equals_uninterrupted(setup, tmp_path):
   np.testing.assert_allclose([m['reward'] for m in _metrics(killed)], [m['reward'] for m in _metrics(root / 'full')])
 
 
+def test_a_corrupt_last_step_names_the_pipeline_flag_and_recovers(setup, tmp_path):
+  """A damaged final checkpoint: the stage is not done (no done.json), the error names the pipeline's flag, and
+  with that flag the run moves the damaged step aside and ends with the uninterrupted run's state."""
+  config, root = setup
+  damaged = tmp_path / 'damaged'
+  shutil.copytree(root / 'full', damaged)
+  (damaged / arbiter.DONE_FILE).unlink()
+  for path in (damaged / 'checkpoints' / '4').rglob('*'):
+    if path.is_file() and path.stat().st_size > 0:
+      path.write_bytes(b'\0' * path.stat().st_size)
+  with pytest.raises(ValueError, match='has not finished'):
+    arbiter.finished_steps(config, str(damaged))
+  with pytest.raises(Exception, match=r'--config\.arbiter\.rl\.restore_step'):
+    arbiter.train_arbiter(config, str(damaged), '--config.arbiter')
+  config = copy.deepcopy(config)
+  config.rl.restore_step = 2
+  arbiter.train_arbiter(config, str(damaged), '--config.arbiter')
+  assert arbiter.finished_steps(config, str(damaged)) == [0, 2, 4]
+  jax.tree_util.tree_map(np.testing.assert_array_equal, arbiter.restore_state(config, str(damaged)),
+                         arbiter.restore_state(config, str(root / 'full')))
+
+
 def test_warm_start_fits_the_policy_to_counterfactual_forks(setup):
   config, root = setup
   forks = counterfactual.Forks.load(str(root / 'full' / arbiter.FORKS_FILE))
@@ -83,29 +106,71 @@ def test_warm_start_fits_the_policy_to_counterfactual_forks(setup):
 
 
 def test_reproduce_table_smoke(setup, tmp_path):
-  """Every method has a row; lossless SPD equals the target on every problem; the files say the same."""
+  """Every method has a row at a setting chosen on validation; lossless SPD equals the target on every problem; the
+  splits are disjoint; the files say the same."""
   config, root = setup
   table_config = reproduce_table.get_config('smoke')
   table_config.data = config.data
   table_config.pair = config.pair
   table_config.arbiter_workdir = str(root / 'full')
   results = evaluate.run(table_config, str(tmp_path))
-  rows = {r['method']: r for r in results['rows']}
-  assert list(rows)[:3] == ['target-only', 'draft-only', 'spd greedy']
-  assert {'topk k=2', 'judge max_harm=0.5', 'cospec lam=0', 'cospec lam=1', 'oracle (upper bound)'} <= set(rows)
-  assert any(name.startswith('fly') for name in rows) and any(name.startswith('threshold') for name in rows)
+  rows = {r['family']: r for r in results['rows']}
+  relaxed = sorted(table_config.table.relaxed)  # A ConfigDict lists its keys in order.
+  assert list(rows) == ['target-only', 'draft-only', 'spd greedy', 'spd sampling', *relaxed, 'judge',
+                        'judge fix-aware', 'cospec supervised', 'cospec', 'oracle (upper bound)']
+  assert results['overlap'] == {f'{a}/{b}': {'text': 0, 'content': 0} for a, b in
+                                (('train', 'validation'), ('train', 'test'), ('validation', 'test'))}
+  assert results['split_sizes'] == {'train': 256, 'validation': 16, 'test': 32}
+  # The checkpoint: a REINFORCE step (not the warm start), the best of those kept on validation.
+  points = results['arbiter_steps_validation']
+  assert [p['step'] for p in points] == [2, 4] and results['arbiter_step'] in (2, 4)
+  best = max(p['accuracy'] for p in points)
+  assert next(p for p in points if p['step'] == results['arbiter_step'])['accuracy'] == best
+  # Each row's setting is the one rule's choice from its own validation sweep, and carries those figures.
+  spd_tau = results['sweeps']['spd greedy'][0]['tokens_per_target_call']
+  for family, row in rows.items():
+    if family == 'oracle (upper bound)':
+      assert row['validation'] is None
+      continue
+    sweep = results['sweeps'][family]
+    assert row['validation'] == next(p for p in sweep if p['method'] == row['method'])
+    eligible = [p for p in sweep if p['tokens_per_target_call'] >= spd_tau - 1e-9]
+    if eligible:
+      assert row['validation']['accuracy'] == max(p['accuracy'] for p in eligible)
+  assert len(results['sweeps']['topk']) == 2 and len(results['sweeps']['cospec']) == 2
   assert rows['spd greedy']['correct'] == rows['target-only']['correct']
   assert (rows['spd greedy']['gained'], rows['spd greedy']['lost'], rows['spd greedy']['mcnemar_p']) == (0, 0, 1.0)
   assert rows['target-only']['tokens_per_target_call'] == 1.0 and rows['target-only']['speedup'] == 1.0
   assert rows['oracle (upper bound)']['lost'] == 0  # It only ever keeps the draft where that fixes the answer.
+  paired = results['paired']['cospec vs cospec supervised']
+  expected = evaluate.mcnemar(rows['cospec']['correct'], rows['cospec supervised']['correct'])
+  assert (paired['gained'], paired['lost'], paired['mcnemar_p']) == expected
+  forks = results['test_forks']
+  assert forks['fix'] + forks['break'] + forks['neutral'] == forks['forks'] > 0
+  for per_lam in results['oracle_agreement'].values():
+    assert set(per_lam) == {'0', '1'}
+    assert all(a['forks'] == forks['forks'] and 0.0 <= a['all'] <= 1.0 for a in per_lam.values())
   for r in rows.values():
     lo, hi = r['accuracy_ci95']
     assert lo <= r['accuracy'] <= hi and r['tokens_per_s'] > 0 and len(r['correct']) == results['problems']
   with open(tmp_path / 'results.json') as f:
     assert json.load(f)['rows'][2]['correct'] == rows['spd greedy']['correct']
   table = (tmp_path / 'table.md').read_text()
-  assert all(f'| {name} |' in table for name in rows)
+  assert all(f'| {r["method"]} |' in table for r in rows.values())
   assert (tmp_path / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_the_checkpoint_choice_ignores_the_last_step():
+  """choose_step takes the most accurate validation point, not the last; choose applies the one rule."""
+  from cospec_jax import selection
+  points = [{'step': 2, 'accuracy': 0.6, 'tokens_per_target_call': 5.0},
+            {'step': 4, 'accuracy': 0.5, 'tokens_per_target_call': 6.0}]
+  assert selection.choose_step(points) == 0
+  sweep = [{'accuracy': 0.9, 'tokens_per_target_call': 4.0},  # More accurate, but slower than SPD (5.0).
+           {'accuracy': 0.7, 'tokens_per_target_call': 5.5},
+           {'accuracy': 0.7, 'tokens_per_target_call': 6.0}]
+  assert selection.choose(sweep, 5.0) == 2
+  assert selection.choose(sweep, 7.0) == 2  # None reaches SPD: the most tokens per call.
 
 
 def _free_port() -> int:

@@ -71,13 +71,21 @@ class GSM8K:
   data_dir: Optional[str] = None  # TFDS data directory.
   shots: int = 8
   chat: bool = False
+  validation_size: int = 500  # Held out of the train file as the validation split.
   name: str = 'gsm8k'
   _loaded: dict = dataclasses.field(default_factory=dict, repr=False)
   STOPS = ('\n\nQuestion:', '\nQuestion:', '<|im_end|>')
 
   def problems(self, split: str) -> list[dict]:
+    """'train' and 'test' are GSM8K's; 'validation' is the last `validation_size` problems of its train file, which
+    'train' then leaves out (GSM8K has no validation split, and settings must not be chosen on test)."""
     if split not in self._loaded:
-      self._loaded[split] = gsm8k.load(split, self.local_dir, self.data_dir)
+      if split in ('train', 'validation'):
+        full = gsm8k.load('train', self.local_dir, self.data_dir)
+        cut = len(full) - min(self.validation_size, len(full) // 2)
+        self._loaded.update(train=full[:cut], validation=full[cut:])
+      else:
+        self._loaded[split] = gsm8k.load(split, self.local_dir, self.data_dir)
     return self._loaded[split]
 
   def prompt(self, problem: dict) -> list[int]:

@@ -21,6 +21,7 @@ own rows on its devices; process 0 writes the forks and the metrics, and orbax w
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -33,7 +34,7 @@ import numpy as np
 import optax
 import tqdm
 
-from cospec_jax import sharding
+from cospec_jax import files, sharding
 from cospec_jax.decoding import CoSpec, DecodeSettings, Exact, SpeculativeDecoder
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.cospec import ArbiterPolicy, init_policy
@@ -44,6 +45,7 @@ from cospec_jax.train.checkpoint import Checkpointer, abstract, restore_once
 
 
 FORKS_FILE = 'counterfactual_forks.npz'
+DONE_FILE = 'done.json'  # Written last by train_arbiter: the steps that restore, so later stages read only those.
 
 
 @flax.struct.dataclass
@@ -139,8 +141,11 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str, step=None) ->
   return restore_once(os.path.join(workdir, 'checkpoints'), abstract_state, step)
 
 
-def train_arbiter(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs REINFORCE to config.rl.steps (resuming from workdir/checkpoints); returns the last metrics."""
+def train_arbiter(config: ml_collections.ConfigDict, workdir: str, config_flag: str = '--config') -> dict:
+  """Runs REINFORCE to config.rl.steps (resuming from workdir/checkpoints); returns the last metrics.
+  `config_flag`: how the user's command line reaches `config` ('--config.arbiter' in the pipeline), so a corrupt
+  checkpoint's error names the flag that works (<config_flag>.rl.restore_step); restoring an older step moves the
+  newer ones aside (checkpoint.py)."""
   os.makedirs(workdir, exist_ok=True)
   rl = config.rl
   mesh = sharding.mesh_from_config(config)
@@ -151,9 +156,10 @@ def train_arbiter(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = initial_state(config, target, draft)
   if mesh is not None:
     state = sharding.on_mesh(state, mesh)
-  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), rl.save_every, rl.keep)
+  checkpointer = Checkpointer(os.path.join(workdir, 'checkpoints'), rl.save_every, rl.keep,
+                              restore_flag=f'{config_flag}.rl.restore_step')
   if checkpointer.latest_step() is not None:
-    _, state = checkpointer.restore(abstract(state), None if rl.restore_step < 0 else rl.restore_step)
+    _, state = checkpointer.restore(abstract(state), None if rl.restore_step < 0 else rl.restore_step, resume=True)
   elif config.warm_start.problems > 0:
     state = warm_start(config, workdir, state, target, draft, task, train_problems, mesh)
     if mesh is not None:
@@ -193,8 +199,42 @@ def train_arbiter(config: ml_collections.ConfigDict, workdir: str) -> dict:
     checkpointer.save(step + 1, state)
   checkpointer.save(int(state.step), state, force=True)
   checkpointer.wait()
+  steps = checkpointer.steps()
   checkpointer.close()
   writer.close()
   if jax.process_index() == 0:
     print(f'arbiter: step {int(state.step)}, {time.time() - t0:.0f} s, last {last}')
+  _write_done(config, workdir, steps)  # Every process restores (orbax may synchronise them); process 0 writes.
   return last
+
+
+def _write_done(config: ml_collections.ConfigDict, workdir: str, steps: list[int]) -> None:
+  """Checks that every kept step restores, then writes DONE_FILE (atomically, last of the stage's outputs)."""
+  good = []
+  for step in steps:
+    try:
+      restore_state(config, workdir, step)
+      good.append(step)
+    except Exception as e:  # A damaged step is reported and left out; the others stay usable.
+      print(f'arbiter: checkpoint step {step} does not restore ({type(e).__name__}); it is left out of {DONE_FILE}')
+  if config.rl.steps not in good:
+    raise RuntimeError(f'The final arbiter checkpoint (step {config.rl.steps}) in {workdir}/checkpoints does not '
+                       'restore; rerun the command to train it again from the last good step.')
+  if jax.process_index() == 0:
+    files.write_atomically(os.path.join(workdir, DONE_FILE), json.dumps({'steps': good, 'last': config.rl.steps}))
+
+
+def finished_steps(config: ml_collections.ConfigDict, workdir: str) -> list[int]:
+  """The checkpoint steps the finished arbiter stage recorded as restoring (DONE_FILE); raises a clear error when
+  the stage has not finished."""
+  path = os.path.join(workdir, DONE_FILE)
+  try:
+    with open(path) as f:
+      done = json.load(f)
+  except (OSError, ValueError) as e:
+    raise FileNotFoundError(f'{path} is missing or unreadable ({type(e).__name__}): the arbiter stage has not '
+                            f'finished; run it (job train_arbiter, or the pipeline) with the same config first.') from e
+  if done.get('last') != config.rl.steps:
+    raise ValueError(f'{path} records an arbiter trained to step {done.get("last")}, but config.rl.steps='
+                     f'{config.rl.steps}; rerun the arbiter stage or set the steps it was trained with.')
+  return list(done['steps'])

@@ -5,9 +5,11 @@ CoSpec arbiter, whose decision records hold, for every mismatch the scan met, ex
 sees there. Each mismatch is then replayed with the draft's token forced and the target continuing greedily, and
 both answers are scored. From these labelled forks come:
   - `fit_policy`: a supervised warm start for the CoSpec arbiter (keep the draft where that gains reward),
-  - `fit_judge`: the AutoJudge-style baseline, a logistic head on the target's hidden state predicting harm,
+  - `fit_judge`: the AutoJudge-style baseline, a logistic head on the target's hidden state predicting harm (or,
+    fix-aware, fitted to the warm start's labels),
   - `oracle_keep_at`: for each problem, a mismatch where keeping the draft turns a wrong answer right (the `oracle`
-    rule's upper bound).
+    rule's upper bound),
+  - `oracle_agreement`: how often an arbiter's decisions match the counterfactual labels.
 """
 
 from __future__ import annotations
@@ -163,15 +165,52 @@ def fit_policy(policy: ArbiterPolicy, params, forks: Forks, lams: Sequence[float
   return _fit(loss_fn, params, steps, learning_rate)
 
 
-def fit_judge(forks: Forks, steps: int = 1000, learning_rate: float = 1e-2, weight_decay: float = 1e-3) -> dict:
-  """The `judge` rule's head: logistic regression of "keeping the draft here turns a right answer wrong" on the
-  target's hidden state. Returns {'w': [D], 'b': []}."""
+JUDGE_LABELS = ('harm', 'fix_aware')
+
+
+def fit_judge(forks: Forks, labels: str = 'harm', lam: float = 1.0, speed_bonus: float = 0.2, steps: int = 1000,
+              learning_rate: float = 1e-2, weight_decay: float = 1e-3) -> dict:
+  """The `judge` rule's head, a logistic regression on the target's hidden state. Returns {'w': [D], 'b': []}, the
+  logit of "keeping the draft here is harmful" (the rule keeps the draft where its probability is below max_harm).
+
+  labels='harm' (AutoJudge): harmful = keeping the draft turns a right answer wrong.
+  labels='fix_aware': CoSpec's warm-start labels at `lam` (`keep_labels`: keeping is good where it fixes a wrong
+  answer or, with the speed bonus, changes nothing; bad where it breaks a right one), weighted alike; the head is
+  fitted to "keep" and its logit negated, so the rule reads it the same way.
+  """
+  if labels not in JUDGE_LABELS:
+    raise ValueError(f'fit_judge(labels={labels!r}); choose one of {JUDGE_LABELS}.')
   x = jnp.asarray(forks.target_hidden_NxD)
-  harm = jnp.asarray((forks.target_right_N & ~forks.fork_right_N).astype(np.float32))
+  if labels == 'harm':
+    y = jnp.asarray((forks.target_right_N & ~forks.fork_right_N).astype(np.float32))
+    w = jnp.ones_like(y)
+  else:
+    keep, weight = keep_labels(forks, lam, speed_bonus)
+    y, w = jnp.asarray(keep), jnp.asarray(weight)
 
   def loss_fn(p):
     logit = x @ p['w'] + p['b']
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(logit, harm)) + weight_decay * jnp.sum(p['w'] ** 2)
+    nll = jnp.sum(w * optax.sigmoid_binary_cross_entropy(logit, y)) / jnp.maximum(jnp.sum(w), 1e-6)
+    return nll + weight_decay * jnp.sum(p['w'] ** 2)
 
   params = {'w': jnp.zeros((x.shape[1],), jnp.float32), 'b': jnp.zeros((), jnp.float32)}
-  return _fit(loss_fn, params, steps, learning_rate)[0]
+  params = _fit(loss_fn, params, steps, learning_rate)[0]
+  return params if labels == 'harm' else jax.tree_util.tree_map(jnp.negative, params)
+
+
+def oracle_agreement(policy: ArbiterPolicy, params, forks: Forks, lam: float, speed_bonus: float) -> dict:
+  """How often the arbiter's greedy decision at each fork (the features it sees there, with `lam`) matches the
+  counterfactual label (`keep_labels`). 'all': every fork; 'decisive': forks where keeping the draft changes the
+  answer (fixes or breaks it), where a wrong decision costs accuracy."""
+  scalars = forks.scalars_NxF.copy()
+  scalars[:, _LAM] = lam
+  logit = policy.apply({'params': params}, jnp.asarray(scalars), jnp.asarray(forks.target_hidden_NxD),
+                       jnp.asarray(forks.draft_hidden_NxD))
+  keep_N = np.asarray(logit) > 0
+  label_N = keep_labels(forks, lam, speed_bonus)[0] > 0
+  match_N = keep_N == label_N
+  decisive_N = forks.fork_right_N != forks.target_right_N
+  return {'forks': int(len(match_N)), 'all': float(match_N.mean()) if len(match_N) else float('nan'),
+          'decisive_forks': int(decisive_N.sum()),
+          'decisive': float(match_N[decisive_N].mean()) if decisive_N.any() else float('nan'),
+          'kept': int(keep_N.sum()), 'label_keep': int(label_N.sum())}

@@ -123,8 +123,8 @@ def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
       learning_rate=1e-4,
       entropy_coef=0.0,  # Entropy bonus weight.
       grad_clip=1.0,
-      save_every=2 if smoke else 50,
-      keep=3,
+      save_every=2 if smoke else 50,  # Each saved step is a candidate of the table's choice on validation.
+      keep=1000,  # Checkpoints kept: all of them (the policy is small), so the best on validation remains.
       restore_step=-1,  # -1 resumes from the latest checkpoint.
       progress_bar=not smoke,
   ))
@@ -156,24 +156,32 @@ def distributed_config() -> ml_collections.ConfigDict:
 
 
 def table_config(smoke: bool) -> ml_collections.ConfigDict:
-  """config.table: what `cospec_jax.evaluate` compares, and how."""
+  """config.table: what `cospec_jax.evaluate` compares, and how. Every method's settings are swept on validation and
+  one rule (cospec_jax/selection.py) picks each method's point; the test split is read once, at those points."""
   return ml_collections.ConfigDict(dict(
-      num_examples=32 if smoke else 500,  # Test problems.
+      num_examples=32 if smoke else 500,  # Test problems, read once by the final table.
+      validation_examples=16 if smoke else 500,  # Validation problems: every sweep and the checkpoint choice.
       batch_size=32 if smoke else 125,  # Rows per decode call for accuracy.
-      temperature=0.7,  # Of the sampling row (rejection sampling).
-      relaxed=dict(topk=dict(k=2), threshold=dict(draft_confidence=0.8, target_floor=0.05),
-                   fly=dict(min_entropy=0.5, window=2)),  # Relaxed rules and their settings, by rule name.
-      judge_max_harm=0.5,  # The judge keeps the draft where predicted harm is below this.
-      lams=(0.0, 0.5, 1.0),  # CoSpec's points.
+      # Each method's candidate settings ({setting: values}; every combination is tried on validation).
+      temperatures=(0.7,) if smoke else (0.3, 0.7, 1.0),  # Speculative sampling (rejection sampling).
+      relaxed=dict(topk=dict(k=(2, 3) if smoke else (2, 3, 4)),
+                   threshold=dict(draft_confidence=(0.8,) if smoke else (0.5, 0.7, 0.9),
+                                  target_floor=(0.05,) if smoke else (0.02, 0.1, 0.3)),
+                   fly=dict(min_entropy=(0.5,) if smoke else (0.2, 0.5, 1.0),
+                            window=(2,) if smoke else (1, 2, 3))),
+      judge_max_harm=(0.5,) if smoke else (0.1, 0.3, 0.5, 0.7, 0.9),  # Both judges keep the draft below this.
+      judge_lam=1.0,  # The fix-aware judge's labels are the warm start's at this lam (harmless forks count).
+      lams=(0.0, 1.0) if smoke else (0.0, 0.25, 0.5, 0.75, 1.0),  # CoSpec's (and the supervised arbiter's) knob.
       timing=dict(problems=8 if smoke else 100,  # Batch-1 timing runs on this many test problems.
-                  repeats=1 if smoke else 2),  # Timed passes per measurement; the fastest counts.
+                  repeats=1 if smoke else 2),  # Timed passes per test measurement; the fastest counts.
   ))
 
 
 def trace_config(smoke: bool) -> ml_collections.ConfigDict:
   """config.trace: which problems `cospec_jax.trace` shows."""
   return ml_collections.ConfigDict(dict(
-      lam=0.0,  # CoSpec's speed/accuracy knob.
+      lam=0.0,  # CoSpec's speed/accuracy knob (the pipeline sets the table's choice).
+      step=-1,  # Arbiter checkpoint; -1: the last the arbiter stage recorded (the pipeline sets the table's choice).
       examples=3 if smoke else 5,  # Problems shown where CoSpec is right and target-only wrong.
       problems=(),  # Or these test-problem indices, whoever was right.
       search=32 if smoke else 500,  # Test problems decoded to find examples.

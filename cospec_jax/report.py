@@ -1,0 +1,75 @@
+"""The comparison's outputs from its results (cospec_jax/evaluate.py): the Markdown table and the Pareto plot."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from cospec_jax import files
+
+
+def format_table(results: dict) -> str:
+  """The table as Markdown: each method at its chosen point, on test."""
+  small = results.get('small_batch', 1)
+  lines = [f'{results["problems"]} test problems, gamma {results["gamma"]}, accuracy batch {results["batch_size"]}, '
+           f'batch-{small} timing on {results["timing_problems"]} problems ({results["device"]}). Settings chosen on '
+           f'{results["validation_problems"]} validation problems by one rule: {results["choice_rule"]}.', '',
+           '| method | validation acc. | validation tokens/call | accuracy | 95% CI | +/- vs target | McNemar p | '
+           f'tokens/call | calls/token | speedup | speedup (batch {small}) |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for r in results['rows']:
+    lo, hi = r['accuracy_ci95']
+    v = r.get('validation') or {}
+    val = (f'{v["accuracy"]:.1%} | {v["tokens_per_target_call"]:.2f}' if v else '- | -')
+    lines.append(f'| {r["method"]} | {val} | {r["accuracy"]:.1%} | {lo:.1%}-{hi:.1%} | +{r["gained"]}/-{r["lost"]} | '
+                 f'{r["mcnemar_p"]:.2g} | {r["tokens_per_target_call"]:.2f} | {r["target_calls_per_token"]:.3f} | '
+                 f'{r["speedup"]:.2f}x | {r["speedup_batch1"]:.2f}x |')
+  for name, p in results.get('paired', {}).items():
+    lines += ['', f'Paired on test, {name}: +{p["gained"]}/-{p["lost"]}, exact McNemar p = {p["mcnemar_p"]:.2g}.']
+  agreement = results.get('oracle_agreement', {})
+  if agreement:
+    lines += ['', 'Agreement with the counterfactual label on the test split\'s forks (all forks / forks where keeping '
+              'the draft changes the answer):', '']
+    for name, per_lam in agreement.items():
+      lines.append(f'- {name}: ' + '; '.join(f'lam {lam}: {a["all"]:.1%} / {a["decisive"]:.1%}'
+                                             for lam, a in per_lam.items()))
+  return '\n'.join(lines) + '\n'
+
+
+def plot_pareto(results: dict, path: str) -> None:
+  """Each method's validation sweep as a curve (its chosen point ringed): accuracy against tokens per target call,
+  and against wall-clock speedup over target-only at the accuracy run's batch size."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  sweeps = {f: pts for f, pts in results['sweeps'].items() if pts and 'accuracy' in pts[0]}
+  if not sweeps:
+    return
+  base_speed = sweeps['target-only'][0]['tokens_per_s']
+  chosen = {r['family']: r['method'] for r in results['rows']}
+  fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+  markers = 'os^vD<>pPXh*'
+  for ax, key, label in ((axes[0], 'tokens_per_target_call', 'tokens per target call'),
+                         (axes[1], 'tokens_per_s', f'wall-clock speedup over target-only (batch {results["batch_size"]}, '
+                                                   'this CPU)')):
+    for j, (family, points) in enumerate(sweeps.items()):
+      x = [p[key] / (base_speed if key == 'tokens_per_s' else 1.0) for p in points]
+      y = [p['accuracy'] for p in points]
+      order = np.argsort(x)
+      color = 'C3' if family == 'cospec' else 'C1' if family == 'cospec supervised' else f'C{j % 10}'
+      ax.plot(np.asarray(x)[order], np.asarray(y)[order], marker=markers[j % len(markers)], ms=4, lw=1,
+              color=color, label=family)
+      for p, xi in zip(points, x):
+        if p['method'] == chosen.get(family):
+          ax.plot(xi, p['accuracy'], 'o', ms=11, mfc='none', mec=color, mew=1.5)
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel(f'validation accuracy ({results["validation_problems"]} problems)')
+  axes[1].legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=8)
+  fig.suptitle('Validation sweeps; ringed: the point each method takes to the test table', fontsize=10)
+  fig.tight_layout()
+  png = io.BytesIO()
+  fig.savefig(png, format='png', dpi=110)
+  plt.close(fig)
+  files.write_atomically(path, png.getvalue())
