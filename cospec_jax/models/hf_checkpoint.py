@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import mmap
 import os
 import re
 import shutil
@@ -208,6 +209,15 @@ _ST_DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': j
 _READ_BYTES = 64 * 2**20  # Largest piece read at once: bounds the transient host memory of a slice.
 
 
+def _scratch(shape: tuple[int, ...], dtype) -> np.ndarray:
+  """An uninitialised array in its own anonymous mapping, returned to the OS as soon as it is dropped (a large
+  malloc'd buffer freed by another thread, as JAX's transfers do, can stay in the heap and inflate the RSS)."""
+  n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+  if n < 2**20:
+    return np.empty(shape, dtype)
+  return np.frombuffer(mmap.mmap(-1, n), dtype, int(np.prod(shape, dtype=np.int64))).reshape(shape)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Stored:
   """Where one tensor lies in a safetensors file. It is read with plain positioned reads, not mmap, so the file's
@@ -226,7 +236,7 @@ class _Stored:
     index = tuple(index) + (slice(None),) * (len(self.shape) - len(index))
     (r0, r1, _), rest = index[0].indices(self.shape[0]), index[1:]
     row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-    out = np.empty((r1 - r0,) + tuple(len(range(*sl.indices(d))) for sl, d in zip(rest, self.shape[1:])), self.dtype)
+    out = _scratch((r1 - r0,) + tuple(len(range(*sl.indices(d))) for sl, d in zip(rest, self.shape[1:])), self.dtype)
     step = max(1, _READ_BYTES // max(row_bytes, 1))
     for a in range(r0, r1, step):
       b = min(a + step, r1)
@@ -236,13 +246,13 @@ class _Stored:
   def _rows(self, a: int, b: int) -> np.ndarray:
     row_shape = self.shape[1:]
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize
-    buf = bytearray((b - a) * row_bytes)
+    rows = _scratch((b - a,) + row_shape, self.dtype)
     with open(self.file, 'rb', buffering=0) as f:
       f.seek(self.offset + a * row_bytes)
-      if f.readinto(buf) != len(buf):
+      if f.readinto(memoryview(rows.reshape(-1).view(np.uint8))) != rows.nbytes:
         raise CheckpointError(f'{self.file} is corrupt or truncated (a tensor ends past the file); re-export or '
                               're-download it.')
-    return np.frombuffer(buf, self.dtype).reshape((b - a,) + row_shape)
+    return rows
 
 
 def _index_file(path: str) -> dict[str, _Stored]:
@@ -348,14 +358,17 @@ def load_hf_checkpoint(directory: str, dtype: Optional[str] = 'float32', param_d
 
     def read(index):
       index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+      out = _scratch(tuple(len(range(*sl.indices(d))) for sl, d in zip(index, shape)), out_dtype)
       layers = range(*index[0].indices(shape[0])) if scanned else [0]
       inner = index[1:] if scanned else index
-      pieces = []
-      for layer in layers:
+      for i, layer in enumerate(layers):
         tensor = stored[names[layer]]
         piece = tensor.read(inner[::-1]).T if _is_kernel(path) else tensor.read(inner)  # Stored [out, in].
-        pieces.append(piece.astype(out_dtype, copy=False))
-      return np.stack(pieces) if scanned else pieces[0]
+        if scanned:
+          out[i] = piece
+        else:
+          out[...] = piece
+      return out
 
     return read
 
@@ -365,7 +378,9 @@ def load_hf_checkpoint(directory: str, dtype: Optional[str] = 'float32', param_d
     if mesh is None:
       flat[path] = read(())
     else:
+      # Waiting for each transfer lets its host buffers go before the next tensor is read (else they pile up).
       flat[path] = jax.make_array_from_callback(shape.shape, NamedSharding(mesh, specs[path]), read)
+      flat[path].block_until_ready()
   return config, traverse_util.unflatten_dict(flat)
 
 
