@@ -38,31 +38,41 @@ def format_table(results: dict) -> str:
 
 
 def plot_pareto(results: dict, path: str) -> None:
-  """Each method's validation sweep as a curve (its chosen point ringed): accuracy against tokens per target call,
-  and against wall-clock speedup over target-only at the accuracy run's batch size."""
+  """Each speculative method's validation sweep as a curve (its chosen point ringed): accuracy against tokens per
+  target call, and against wall-clock speedup over target-only at the accuracy run's batch size (points only: the
+  clock is noisy). One-model decoding (target-only, draft-only) is drawn as horizontal reference lines."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   sweeps = {f: pts for f, pts in results['sweeps'].items() if pts and 'accuracy' in pts[0]}
   if not sweeps:
     return
-  base_speed = sweeps['target-only'][0]['tokens_per_s']
+  one_model = {f: sweeps.pop(f)[0] for f in ('target-only', 'draft-only') if f in sweeps}
+  base_speed = one_model['target-only']['tokens_per_s'] if 'target-only' in one_model else 1.0
   chosen = {r['family']: r['method'] for r in results['rows']}
+  colors = {'cospec': 'crimson', 'cospec supervised': 'darkorange'}
+  others = [f for f in sweeps if f not in colors]
+  palette = [c for i, c in enumerate(plt.get_cmap('tab10').colors) if i not in (1, 3)]  # Not orange or red.
+  colors.update({f: palette[i % len(palette)] for i, f in enumerate(others)})
   fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
   markers = 'os^vD<>pPXh*'
-  for ax, key, label in ((axes[0], 'tokens_per_target_call', 'tokens per target call'),
-                         (axes[1], 'tokens_per_s', f'wall-clock speedup over target-only (batch {results["batch_size"]}, '
-                                                   'this CPU)')):
+  for ax, key, label, joined in (
+      (axes[0], 'tokens_per_target_call', 'tokens per target call', True),
+      (axes[1], 'tokens_per_s', f'wall-clock speedup over target-only (batch {results["batch_size"]}, this CPU)',
+       False)):
+    for name, p in one_model.items():
+      ax.axhline(p['accuracy'], ls='--' if name == 'target-only' else ':', color='gray', lw=1)
+      ax.annotate(name, (0.01, p['accuracy']), xycoords=('axes fraction', 'data'), fontsize=8, color='gray',
+                  va='bottom')
     for j, (family, points) in enumerate(sweeps.items()):
-      x = [p[key] / (base_speed if key == 'tokens_per_s' else 1.0) for p in points]
-      y = [p['accuracy'] for p in points]
-      order = np.argsort(x)
-      color = 'C3' if family == 'cospec' else 'C1' if family == 'cospec supervised' else f'C{j % 10}'
-      ax.plot(np.asarray(x)[order], np.asarray(y)[order], marker=markers[j % len(markers)], ms=4, lw=1,
-              color=color, label=family)
+      x = np.asarray([p[key] / (base_speed if key == 'tokens_per_s' else 1.0) for p in points])
+      y = np.asarray([p['accuracy'] for p in points])
+      order = np.argsort(x) if joined else np.arange(len(x))
+      ax.plot(x[order], y[order], marker=markers[j % len(markers)], ms=4, lw=1 if joined else 0,
+              color=colors[family], label=family)
       for p, xi in zip(points, x):
         if p['method'] == chosen.get(family):
-          ax.plot(xi, p['accuracy'], 'o', ms=11, mfc='none', mec=color, mew=1.5)
+          ax.plot(xi, p['accuracy'], 'o', ms=11, mfc='none', mec=colors[family], mew=1.5)
     ax.set_xlabel(label)
     ax.grid(alpha=0.3)
   axes[0].set_ylabel(f'validation accuracy ({results["validation_problems"]} problems)')
