@@ -7,7 +7,7 @@ Smoke (seconds; used by the tests):
 A real pair by path (Hugging Face checkpoint directories):
   python experiments/bench_decode.py --config=configs/bench_decode.py \
       --config.bench.target_path=/ckpt/Qwen2.5-7B --config.bench.draft_path=/ckpt/Qwen2.5-0.5B \
-      --config.bench.dtype=bfloat16 --workdir=runs/qwen_bench
+      --config.bench.mesh.data=2 --config.bench.mesh.model=4 --workdir=runs/qwen_bench   # e.g. a v5e-8
 
 Runtime: about 6 minutes on a 2-core CPU (most of it the HF comparison and compiling each gamma); smoke ~30 s.
 Reproduces: issue "Core" bars: efficiency against the ideal speedup tau / (1 + gamma * c), and tokens/s against
@@ -28,7 +28,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   bench = config.bench = ml_collections.ConfigDict()
   bench.target_path = ''  # HF checkpoint directory of the target; '' builds the pair from the configs below.
   bench.draft_path = ''  # HF checkpoint directory of the draft.
-  bench.dtype = 'float32'  # Activations and parameters: 'float32' or 'bfloat16'.
+  bench.dtype = ''  # Activations and parameters: 'float32', 'bfloat16', or '' (bfloat16 for checkpoints, else float32).
+  # Rows over `data`, weights over `model` (sharding.py); 1 x 1 is one device. Batch sizes must divide by data.
+  bench.mesh = ml_collections.ConfigDict(dict(data=1, model=1))
   bench.seed = 0  # Init of the config-built pair and the prompts.
   bench.backbone_std = 1.0  # Config-built pair: init std of the shared embedding/head (cospec_jax/decode_benchmark.py).
   bench.batch_sizes = (1,) if smoke else (1, 8)  # Rows decoded together.

@@ -1,7 +1,7 @@
 """Paper-scale runs: a pretrained Qwen2.5 draft/target pair on GSM8K, MBPP or HumanEval, by local checkpoint path.
 
 Pairs: 0.5b-7b (Qwen2.5-0.5B-Instruct -> Qwen2.5-7B-Instruct) and 1.5b-32b (Qwen2.5-1.5B-Instruct -> 32B-Instruct).
-The argument is PAIR,TASK. For gsm8k and mbpp the run is the pipeline without the training of the pair: the arbiter
+The argument is PAIR,TASK[,TOPOLOGY] (TOPOLOGY in TOPOLOGIES, default v4-8: it picks the mesh). For gsm8k and mbpp the run is the pipeline without the training of the pair: the arbiter
 (counterfactual warm start on training problems, then REINFORCE), the table on the test split, the trace. HumanEval
 has no training split, so its config only evaluates, with the arbiter trained on MBPP (set arbiter_workdir).
 
@@ -14,18 +14,33 @@ Run (on a TPU VM; see experiments/tpu/README.md for the launch on a pod):
       --config.arbiter_workdir=runs/0.5b-7b-mbpp/arbiter --config.pair.target_checkpoint=... (same pair)
 Runtime: not measured here (no accelerator was available to this project's sessions); the tests load-check every
 pair and task on tiny stand-in checkpoints, and run the smoke pipeline on them, in about 2 minutes on a 2-core
-CPU. 'smoke' as a third field (e.g. 0.5b-7b,gsm8k,smoke) shrinks every count for such checks.
+CPU. 'smoke' as the last field (e.g. 0.5b-7b,gsm8k,smoke) shrinks every count for such checks. Whether each pair
+fits each topology's HBM was checked by compiling its loops for that TPU (experiments/tpu/compile_check.py; the
+figures are in experiments/tpu/README.md).
 """
 
 import ml_collections
 
 from cospec_jax.train import defaults
 
+# The `model` axis per topology (the batch takes the rest of the chips). It must divide the target's query heads (7B:
+# 28, 32B: 40) so no head is split; the KV cache then splits over it by whole heads (sharding.kv_repeat). bfloat16
+# weights: 7B ~15.2 GB, 32B ~65.5 GB; the axis is the smallest that leaves room on the chip's HBM for the KV cache
+# of 64 rows of 2,048-token prompts (compiled and measured per chip: experiments/tpu/README.md).
+TOPOLOGIES = {
+    # name: (chips, HBM GiB per chip, {pair: model axis})
+    'v5e-8': (8, 16, {'0.5b-7b': 4, '1.5b-32b': 8}),
+    'v4-8': (4, 32, {'0.5b-7b': 2, '1.5b-32b': 4}),
+    'v5p-8': (4, 95, {'0.5b-7b': 1, '1.5b-32b': 2}),
+    'v6e-8': (8, 32, {'0.5b-7b': 2, '1.5b-32b': 4}),
+    'v4-16': (8, 32, {'0.5b-7b': 2, '1.5b-32b': 4}),  # Two hosts of 4 chips.
+}
+DEFAULT_TOPOLOGY = 'v4-8'
 PAIRS = {
-    # name: (target, draft, mesh model axis). bfloat16 weights: 7B is ~15 GB and fits one chip of a v4/v5p with
-    # the draft, so the batch is split over every chip; 32B is ~65 GB and is split 8 ways over `model`.
-    '0.5b-7b': ('Qwen2.5-7B-Instruct', 'Qwen2.5-0.5B-Instruct', 1),
-    '1.5b-32b': ('Qwen2.5-32B-Instruct', 'Qwen2.5-1.5B-Instruct', 8),
+    # name: (target, draft, {topology: mesh model axis}).
+    name: (target, draft, {t: axes[name] for t, (_, _, axes) in TOPOLOGIES.items()})
+    for name, target, draft in (('0.5b-7b', 'Qwen2.5-7B-Instruct', 'Qwen2.5-0.5B-Instruct'),
+                                ('1.5b-32b', 'Qwen2.5-32B-Instruct', 'Qwen2.5-1.5B-Instruct'))
 }
 TASKS = {
     # name: (max_new_tokens, warm-start problems, rows per decode call)
@@ -36,15 +51,21 @@ TASKS = {
 
 
 def get_config(arg: str = '0.5b-7b,gsm8k') -> ml_collections.ConfigDict:
-  """`arg`: 'PAIR,TASK' or 'PAIR,TASK,smoke' (PAIR in PAIRS, TASK in TASKS); '' and 'smoke' mean 0.5b-7b,gsm8k."""
+  """`arg`: 'PAIR,TASK[,TOPOLOGY][,smoke]' (PAIR in PAIRS, TASK in TASKS, TOPOLOGY in TOPOLOGIES, default
+  DEFAULT_TOPOLOGY); '' and 'smoke' mean 0.5b-7b,gsm8k."""
   arg = {'': '0.5b-7b,gsm8k', 'smoke': '0.5b-7b,gsm8k,smoke'}.get(arg, arg)
   fields = arg.split(',')
-  if len(fields) not in (2, 3) or fields[0] not in PAIRS or fields[1] not in TASKS or fields[2:] not in ([],
-                                                                                                      ['smoke']):
-    raise ValueError(f'configs/paper.py:{arg}: expected PAIR,TASK[,smoke] with PAIR in {sorted(PAIRS)} and TASK in '
-                     f'{sorted(TASKS)}, e.g. configs/paper.py:0.5b-7b,gsm8k.')
-  pair, task, smoke = fields[0], fields[1], fields[2:] == ['smoke']
-  target, draft, model_axis = PAIRS[pair]
+  smoke = fields[-1:] == ['smoke']
+  fields = fields[:-1] if smoke else fields
+  if len(fields) == 2:
+    fields.append(DEFAULT_TOPOLOGY)
+  if len(fields) != 3 or fields[0] not in PAIRS or fields[1] not in TASKS or fields[2] not in TOPOLOGIES:
+    raise ValueError(f'configs/paper.py:{arg}: expected PAIR,TASK[,TOPOLOGY][,smoke] with PAIR in {sorted(PAIRS)}, '
+                     f'TASK in {sorted(TASKS)} and TOPOLOGY in {sorted(TOPOLOGIES)}, e.g. '
+                     'configs/paper.py:0.5b-7b,gsm8k,v5e-8.')
+  pair, task, topology = fields
+  target, draft, model_axes = PAIRS[pair]
+  model_axis = model_axes[topology]
   max_new_tokens, warm_problems, batch_size = TASKS[task]
 
   arbiter = defaults.arbiter_config(smoke)

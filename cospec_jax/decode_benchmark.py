@@ -5,7 +5,9 @@ target call tau, the ideal speedup tau / (1 + gamma * c), the measured speedup a
 implementation's efficiency), and the same against tau / (v + gamma * c), where v is the measured cost of one
 (gamma+1)-token verify call over a one-token call (1 on memory-bound accelerators, more on a CPU); at batch 1 also Hugging Face assisted generation on the same pair, exported.
 
-The pair comes from Hugging Face checkpoint directories (`bench.target_path`, `bench.draft_path`) or from configs.
+The pair comes from Hugging Face checkpoint directories (`bench.target_path`, `bench.draft_path`; bfloat16 unless
+`bench.dtype` says otherwise, each tensor streamed into its shards) or from configs (float32 by default). With
+`bench.mesh` larger than 1 x 1 the rows split over its `data` axis and the weights over `model` (sharding.py).
 A pair built from configs is random, and two random models almost never agree; so by default the draft and the target
 share a bigram backbone (the same embedding and output head, zero-padded to the target's width) on top of which the
 blocks of each model are initialised at its config's `initializer_range`: the larger the target's, the more it
@@ -25,8 +27,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cospec_jax import files
+from cospec_jax import files, sharding
 from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, Exact, SpeculativeDecoder
+from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.prompts import pad_prompts
 from cospec_jax.models import ModelConfig, config as config_lib, init_params, load_hf_checkpoint, save_hf_checkpoint, transformer
 
@@ -57,17 +60,36 @@ def shared_backbone_pair(target: ModelConfig, draft: ModelConfig, rng: jax.Array
   return target_params, draft_params
 
 
-def load_pair(cfg: ml_collections.ConfigDict):
-  """Returns (target_config, target_params, draft_config, draft_params) from paths or configs."""
+def pair_dtype(cfg: ml_collections.ConfigDict) -> str:
+  """bench.dtype, or its default: bfloat16 for checkpoints (as real pairs are stored and run), float32 for configs."""
+  return cfg.get('dtype') or ('bfloat16' if cfg.target_path or cfg.draft_path else 'float32')
+
+
+def bench_mesh(cfg: ml_collections.ConfigDict):
+  """bench.mesh ({data, model}) as a Mesh, or None for one device."""
+  mesh = cfg.get('mesh')
+  return None if mesh is None else sharding.mesh_from_config(cfg)
+
+
+def load_pair(cfg: ml_collections.ConfigDict, mesh=None):
+  """Returns (target_config, target_params, draft_config, draft_params) from paths or configs, placed on `mesh`
+  (weights over `model` by sharding.LLAMA_RULES) when given. Checkpoints are read one model at a time, each tensor
+  by slice straight into its shards, with layers scanned."""
+  dtype = pair_dtype(cfg)
   if cfg.target_path or cfg.draft_path:
     if not (cfg.target_path and cfg.draft_path):
       raise ValueError('Give both bench.target_path and bench.draft_path, or neither (to use the configs).')
-    tc, tp = load_hf_checkpoint(cfg.target_path, dtype=cfg.dtype)
-    dc, dp = load_hf_checkpoint(cfg.draft_path, dtype=cfg.dtype)
-    return tc, jax.device_put(tp), dc, jax.device_put(dp)
-  tc = config_lib.from_dict(dict(cfg.target.to_dict(), dtype=cfg.dtype, param_dtype=cfg.dtype))
-  dc = config_lib.from_dict(dict(cfg.draft.to_dict(), dtype=cfg.dtype, param_dtype=cfg.dtype))
+    pair = []
+    for path in (cfg.target_path, cfg.draft_path):
+      c, p = load_hf_checkpoint(path, dtype=dtype, scan_layers=True, mesh=mesh)
+      pair += [c, p if mesh is not None else jax.device_put(p)]
+    return tuple(pair)
+  tc = config_lib.from_dict(dict(cfg.target.to_dict(), dtype=dtype, param_dtype=dtype))
+  dc = config_lib.from_dict(dict(cfg.draft.to_dict(), dtype=dtype, param_dtype=dtype))
   tp, dp = shared_backbone_pair(tc, dc, jax.random.PRNGKey(cfg.seed), cfg.backbone_std)
+  if mesh is not None:
+    tp = sharding.shard_params(tp, sharding.LLAMA_RULES, mesh, tc)
+    dp = sharding.shard_params(dp, sharding.LLAMA_RULES, mesh, dc)
   return tc, tp, dc, dp
 
 
@@ -137,21 +159,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the benchmark grid, prints the table, writes `bench_decode.json` in workdir; returns the results."""
   cfg = config.bench
   os.makedirs(workdir, exist_ok=True)
-  tc, tp, dc, dp = load_pair(cfg)
+  mesh = bench_mesh(cfg)
+  tc, tp, dc, dp = load_pair(cfg, mesh)
+  dtype = pair_dtype(cfg)
   print(f'target {tc.num_params():,} params, draft {dc.num_params():,} params '
-        f'(ratio {tc.num_params() / dc.num_params():.1f}x), {cfg.dtype}, device {jax.devices()[0].platform}')
+        f'(ratio {tc.num_params() / dc.num_params():.1f}x), {dtype}, device {jax.devices()[0].platform}'
+        f'{"" if mesh is None else f", mesh {dict(mesh.shape)}"}')
   settings = DecodeSettings(max_new_tokens=cfg.max_new_tokens)
   rng = jax.random.PRNGKey(0)
+  if mesh is not None:
+    rng = prompts_lib.place(mesh, (), rng)[1]
   hf_models = export_to_hf(tc, tp, dc, dp, workdir) if cfg.hf_compare and 1 in cfg.batch_sizes else None
   hf_prompt = _prompts(1, cfg.prompt_length, tc.vocab_size, cfg.seed)[0]
   hf_repeats = max(1, cfg.repeats // 2)
   hf_target_only = None  # Measured once, on the first batch-1 row.
   rows = []
   for batch_size in cfg.batch_sizes:
-    tokens, lengths = (jnp.asarray(x) for x in pad_prompts(
-        _prompts(batch_size, cfg.prompt_length, tc.vocab_size, cfg.seed), 0, buckets=None))
-    target_only = AutoregressiveDecoder(tc, settings=settings)
-    draft_only = AutoregressiveDecoder(dc, settings=settings)
+    sharding.check_batch(batch_size, mesh)
+    tokens, lengths = prompts_lib.place(mesh, pad_prompts(
+        _prompts(batch_size, cfg.prompt_length, tc.vocab_size, cfg.seed), 0, buckets=None))[0]
+    target_only = AutoregressiveDecoder(tc, settings=settings, mesh=mesh)
+    draft_only = AutoregressiveDecoder(dc, settings=settings, mesh=mesh)
     t_target, gen = time_call(lambda: target_only(tp, tokens, lengths, rng), cfg.repeats)
     t_draft, _ = time_call(lambda: draft_only(dp, tokens, lengths, rng), cfg.repeats)
     n_tokens = int(jnp.sum(gen.stats.generated_B))
@@ -159,7 +187,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     cache_length = cfg.prompt_length + cfg.max_new_tokens + max(cfg.gammas) + 1
     one_token = call_cost(tc, tp, batch_size, 1, cache_length, cfg.repeats)
     for gamma in cfg.gammas:
-      spd = SpeculativeDecoder(tc, dc, Exact(), gamma, settings)
+      spd = SpeculativeDecoder(tc, dc, Exact(), gamma, settings, mesh=mesh)
       t_spd, sgen = time_call(lambda: spd(tp, dp, tokens, lengths, rng), cfg.repeats)
       st = jax.device_get(sgen.stats)
       tau = st.generated_B.sum() / st.target_calls_B.sum()
@@ -182,8 +210,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         row['ours_over_hf_assisted'] = row['spd_tokens_per_s'] / row['hf_assisted_tokens_per_s']
       rows.append(row)
       print(_format_row(row, header=len(rows) == 1))
-  result = dict(target_params=tc.num_params(), draft_params=dc.num_params(), dtype=cfg.dtype,
-                platform=jax.devices()[0].platform, max_new_tokens=cfg.max_new_tokens, rows=rows)
+  result = dict(target_params=tc.num_params(), draft_params=dc.num_params(), dtype=dtype,
+                platform=jax.devices()[0].platform, max_new_tokens=cfg.max_new_tokens, rows=rows,
+                mesh=None if mesh is None else dict(mesh.shape))
   path = os.path.join(workdir, 'bench_decode.json')
   files.write_atomically(path, json.dumps(result, indent=2))
   print(f'wrote {path}')

@@ -51,8 +51,12 @@ def world(tmp_path_factory):
     _stand_in(str(root / draft), corpus, 336, tie=True, seed=1)
     checkpoints[pair] = (str(root / target), str(root / draft))
   (root / 'gsm8k').mkdir()
-  for split in ('train', 'test'):
-    (root / 'gsm8k' / f'{split}.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in GSM8K_ROWS))
+  # The splits are disjoint, as the evaluation demands: training (and validation, held out of it) from other rows.
+  train_rows = [{'question': f'Ann has {a} pens and gets {b} more. How many pens does she have?',
+                 'answer': f'{a} + {b} = <<{a}+{b}={a + b}>>{a + b}\n#### {a + b}'}
+                for a, b in zip(range(20, 30), range(3, 13))]
+  (root / 'gsm8k' / 'train.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in train_rows))
+  (root / 'gsm8k' / 'test.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in GSM8K_ROWS))
   (root / 'mbpp.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in MBPP_ROWS))
   return root, checkpoints
 

@@ -1,0 +1,33 @@
+"""The decode benchmark on a checkpoint pair: bfloat16 by default, on a (data, model) mesh of the 8 CPU devices."""
+
+import sys
+import os
+
+import jax
+
+from cospec_jax import decode_benchmark
+from cospec_jax.models import init_params, save_hf_checkpoint
+from tests import helpers
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs'))
+import bench_decode  # noqa: E402
+
+
+def test_checkpoint_pair_runs_in_bfloat16_on_a_mesh(tmp_path):
+  tc, tp, _, dp = helpers.tiny_pair(vocab_size=64, noise=0.05)
+  config = bench_decode.get_config('smoke')
+  bench = config.bench
+  bench.target_path = save_hf_checkpoint(str(tmp_path / 'target'), tc, jax.device_get(tp))
+  bench.draft_path = save_hf_checkpoint(str(tmp_path / 'draft'), tc, jax.device_get(dp))
+  bench.mesh.data, bench.mesh.model = 2, 4
+  bench.batch_sizes = (2,)
+  bench.hf_compare = False
+  bench.max_new_tokens = 8
+  result = decode_benchmark.run(config, str(tmp_path / 'bench'))
+  assert result['dtype'] == 'bfloat16' and result['mesh'] == {'data': 2, 'model': 4}
+  (row,) = result['rows']
+  assert 1.0 <= row['tau'] <= 3.0 and row['spd_tokens_per_s'] > 0
+  mesh = decode_benchmark.bench_mesh(bench)
+  _, placed, _, _ = decode_benchmark.load_pair(bench, mesh)
+  q = placed['layers']['self_attn']['q_proj']['kernel']  # Scanned, bfloat16, split by whole heads.
+  assert q.dtype == jax.numpy.bfloat16 and q.sharding.spec == jax.sharding.PartitionSpec(None, None, 'model')
