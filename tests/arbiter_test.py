@@ -84,7 +84,7 @@ def test_a_corrupt_last_step_names_the_pipeline_flag_and_recovers(setup, tmp_pat
   for path in (damaged / 'checkpoints' / '4').rglob('*'):
     if path.is_file() and path.stat().st_size > 0:
       path.write_bytes(b'\0' * path.stat().st_size)
-  with pytest.raises(ValueError, match='has not finished'):
+  with pytest.raises(FileNotFoundError, match='has not finished'):
     arbiter.finished_steps(config, str(damaged))
   with pytest.raises(Exception, match=r'--config\.arbiter\.rl\.restore_step'):
     arbiter.train_arbiter(config, str(damaged), '--config.arbiter')
