@@ -31,6 +31,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -258,6 +259,16 @@ def run_cell(checker: Checker, program: str, B: int, P: int) -> dict:
               host_rss_gib=round(_rss_gib()[0], 2), host_peak_rss_gib=round(_rss_gib()[1], 2), kind='compiled')
 
 
+def failed_cell(error: str) -> dict:
+  """A cell that did not compile: 'over_hbm' when XLA ran out of the chip's memory (with what it needed), else
+  'failed'."""
+  over = re.search(r'memory required for HLO temporaries \(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)', error)
+  if over:
+    return dict(error=error, fits=False, kind='over_hbm', temporaries_gib=float(over.group(1)),
+                available_gib=float(over.group(2)))
+  return dict(error=error, fits=False, kind='failed')
+
+
 def cells(config):
   for pair in config.pairs:
     for topology in config.topologies:
@@ -275,7 +286,6 @@ def run(config, out: str, only: str) -> dict:
                          gamma=config.gamma, max_new_tokens=config.max_new_tokens, tau=config.tau,
                          max_decisions=config.max_decisions, note='compiled and projected, not run on a TPU')
   checkers = {}
-  failures = []
   for pair, topology, B, P, program in cells(config):
     name = f'{pair}/{topology}/B{B}/P{P}/{program}'
     if not fnmatch.fnmatch(name, only) or name in results['cells']:
@@ -288,8 +298,7 @@ def run(config, out: str, only: str) -> dict:
     try:
       result = run_cell(checkers[(pair, topology)], program, B, P)
     except Exception as e:  # A cell that cannot compile (e.g. out of HBM) is a result too; keep going.
-      result = dict(error=f'{type(e).__name__}: {str(e)[:2000]}', fits=False, kind='failed')
-      failures.append(name)
+      result = failed_cell(f'{type(e).__name__}: {str(e)[:2000]}')
     jax.clear_caches()
     results['cells'][name] = result
     _write_json(out, results)
@@ -318,6 +327,8 @@ def table(results) -> str:
       r = progs.get(program)
       if r is None:
         cols.append('')
+      elif r['kind'] == 'over_hbm':
+        cols.append(f'**over**: temporaries alone {r["temporaries_gib"]:.1f} > {r["available_gib"]:.2f} GiB')
       elif r['kind'] == 'failed':
         cols.append('failed')
       else:
@@ -345,7 +356,7 @@ def main(argv):
   failed = [n for n, r in results['cells'].items() if r.get('kind') == 'failed' and fnmatch.fnmatch(n, _ONLY.value)]
   if failed:
     raise SystemExit(f'{len(failed)} cell(s) failed to compile: {failed}; their errors are in {out}.')
-  over = [n for n, r in results['cells'].items() if r.get('kind') == 'compiled' and not r['fits']
+  over = [n for n, r in results['cells'].items() if r.get('kind') in ('compiled', 'over_hbm') and not r['fits']
           and fnmatch.fnmatch(n, _ONLY.value)]
   if _REQUIRE_FIT.value and over:
     raise SystemExit(f'{len(over)} cell(s) need more than the chip\'s HBM: {over} (figures in {out}).')
