@@ -25,19 +25,20 @@ from cospec_jax.train import defaults
 
 # The `model` axis per topology (the batch takes the rest of the chips). It must divide the target's query heads (7B:
 # 28, 32B: 40) so no head is split; the KV cache then splits over it by whole heads (sharding.kv_repeat). bfloat16
-# weights: 7B ~15.2 GB, 32B ~65.5 GB; the axis is the smallest that leaves room on the chip's HBM for the KV cache
-# of 64 rows of 2,048-token prompts (compiled and measured per chip: experiments/tpu/README.md).
+# weights: 7B ~15.2 GB, 32B ~65.5 GB; the axis is the smallest that leaves room on the chip's HBM for the KV caches.
+# Rows: the most rows per decode call (2,048-token prompts, 384 new tokens, gamma 8) that compiled within the chips'
+# HBM (experiments/tpu/README.md); every decode call of the run, the REINFORCE rollouts included, stays within it.
 TOPOLOGIES = {
-    # name: (chips, HBM GiB per chip, {pair: model axis})
-    'v5e-8': (8, 16, {'0.5b-7b': 4, '1.5b-32b': 8}),
-    'v4-8': (4, 32, {'0.5b-7b': 2, '1.5b-32b': 4}),
-    'v5p-8': (4, 95, {'0.5b-7b': 1, '1.5b-32b': 2}),
-    'v6e-8': (8, 32, {'0.5b-7b': 2, '1.5b-32b': 4}),
-    'v4-16': (8, 32, {'0.5b-7b': 2, '1.5b-32b': 4}),  # Two hosts of 4 chips.
+    # name: (chips, HBM GiB per chip, {pair: (model axis, rows)})
+    'v5e-8': (8, 16, {'0.5b-7b': (4, 64), '1.5b-32b': (8, 32)}),  # 32B at 64 rows: over HBM.
+    'v4-8': (4, 32, {'0.5b-7b': (2, 64), '1.5b-32b': (4, 32)}),  # 32B at 64 rows: over HBM.
+    'v5p-8': (4, 95, {'0.5b-7b': (1, 64), '1.5b-32b': (2, 64)}),  # Rows not compiled at 64 x 2,048 yet.
+    'v6e-8': (8, 32, {'0.5b-7b': (2, 64), '1.5b-32b': (4, 64)}),  # Rows not compiled at 64 x 2,048 yet.
+    'v4-16': (8, 32, {'0.5b-7b': (2, 64), '1.5b-32b': (4, 64)}),  # Two hosts of 4 chips; rows as v6e-8.
 }
 DEFAULT_TOPOLOGY = 'v4-8'
 PAIRS = {
-    # name: (target, draft, {topology: mesh model axis}).
+    # name: (target, draft, {topology: (mesh model axis, rows per decode call)}).
     name: (target, draft, {t: axes[name] for t, (_, _, axes) in TOPOLOGIES.items()})
     for name, target, draft in (('0.5b-7b', 'Qwen2.5-7B-Instruct', 'Qwen2.5-0.5B-Instruct'),
                                 ('1.5b-32b', 'Qwen2.5-32B-Instruct', 'Qwen2.5-1.5B-Instruct'))
@@ -64,9 +65,11 @@ def get_config(arg: str = '0.5b-7b,gsm8k') -> ml_collections.ConfigDict:
                      f'TASK in {sorted(TASKS)} and TOPOLOGY in {sorted(TOPOLOGIES)}, e.g. '
                      'configs/paper.py:0.5b-7b,gsm8k,v5e-8.')
   pair, task, topology = fields
-  target, draft, model_axes = PAIRS[pair]
-  model_axis = model_axes[topology]
+  target, draft, layouts = PAIRS[pair]
+  model_axis, rows = layouts[topology]
   max_new_tokens, warm_problems, batch_size = TASKS[task]
+  batch_size = min(batch_size, rows)
+  rollouts = 8  # Per prompt: REINFORCE decodes prompts_per_step * rollouts rows in one call.
 
   arbiter = defaults.arbiter_config(smoke)
   arbiter.data = ml_collections.ConfigDict(dict(
@@ -89,8 +92,8 @@ def get_config(arg: str = '0.5b-7b,gsm8k') -> ml_collections.ConfigDict:
       gamma=4 if smoke else 8,
       max_new_tokens=24 if smoke else max_new_tokens,
       max_decisions=16 if smoke else 64,
-      prompts_per_step=2 if smoke else 16,
-      rollouts_per_prompt=2 if smoke else 8,
+      prompts_per_step=2 if smoke else min(16, rows // rollouts),
+      rollouts_per_prompt=2 if smoke else rollouts,
       steps=2 if smoke else 400,
       save_every=1 if smoke else 25,
   ))
