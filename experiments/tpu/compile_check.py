@@ -105,7 +105,7 @@ class Checker:
       target_name, draft_name, model_axis = 'tiny-target', 'tiny-draft', 4
     else:
       target_name, draft_name, axes = paper.PAIRS[pair]
-      model_axis = axes[topology]
+      model_axis = axes[topology][0]  # (model axis, rows per decode call)
     self.mesh = sharding.make_mesh(-1, model_axis, devices=self.devices)
     self.target, self.draft = (
         hf_checkpoint.config_from_hf(shapes[n], 'bfloat16', 'bfloat16').replace(scan_layers=True)
