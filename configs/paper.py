@@ -112,6 +112,14 @@ def get_config(arg: str = '0.5b-7b,gsm8k') -> ml_collections.ConfigDict:
   if task == 'humaneval':  # Evaluation only: the table job, with an arbiter trained elsewhere.
     arbiter.job = 'reproduce_table'
     arbiter.arbiter_workdir = f'runs/{pair}-mbpp/arbiter'  # Workdir of the MBPP run's arbiter.
+    # HumanEval has no validation split, so nothing is chosen on it: each method takes one setting. Set them to what
+    # the MBPP run's table chose on MBPP's validation split (runs/{pair}-mbpp/table/results.json: each row's
+    # `setting`, and `arbiter_step`); the values below are placeholders until then.
+    arbiter.table.update(dict(temperatures=(0.7,), judge_max_harm=(0.3,), lams=(0.0,),
+                              arbiter_step=-1))  # -1: the last step the arbiter stage recorded.
+    if not smoke:
+      arbiter.table.relaxed = dict(topk=dict(k=(2,)), threshold=dict(draft_confidence=(0.7,), target_floor=(0.1,)),
+                                   fly=dict(min_entropy=(1.0,), window=(3,)))
     return arbiter
   config = ml_collections.ConfigDict()
   config.job = 'pipeline'

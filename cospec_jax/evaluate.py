@@ -219,15 +219,16 @@ def _split(task, split: str) -> Optional[list]:
 
 
 def _unchosen_step(config, task, t) -> tuple[int, list]:
-  """Without a validation split nothing can be chosen: every family must list one setting, and the arbiter is the
-  last step its stage recorded."""
+  """Without a validation split nothing can be chosen: every family must list one setting (chosen on another
+  task's validation split), and the arbiter is config.table.arbiter_step (-1: the last step its stage recorded)."""
   several = {k: v for k, v in (('temperatures', t.temperatures), ('judge_max_harm', t.judge_max_harm),
                               ('lams', t.lams)) if len(v) > 1}
   several.update({k: v for k, v in t.relaxed.items() if len(selection.grid(v)) > 1})
   if several:
     raise ValueError(f'Task {task.name} has no validation split to choose settings on, but config.table lists '
                      f'several for {sorted(several)}: give one value each (chosen on another task\'s validation).')
-  return arbiter.finished_steps(config, config.arbiter_workdir)[-1], []
+  step = t.get('arbiter_step', -1)
+  return (arbiter.finished_steps(config, config.arbiter_workdir)[-1] if step < 0 else step), []
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
