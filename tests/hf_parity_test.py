@@ -61,10 +61,10 @@ def test_import_gives_hf_logits(hf_checkpoint, scan_layers):
 
 def test_import_onto_a_mesh_in_bfloat16_gives_hf_logits(hf_checkpoint):
   """Streaming into shards: every device's slice read from the file, scanned layers, bfloat16 weights."""
-  if len(jax.devices()) < 8:
-    pytest.skip('needs 8 devices (tests/conftest.py sets them)')
+  cpus = jax.devices('cpu')  # The 8 simulated CPU devices of tests/conftest.py, whatever the default backend.
+  assert len(cpus) >= 8, 'tests/conftest.py sets 8 CPU devices'
   model, path = hf_checkpoint
-  mesh = sharding.make_mesh(2, 4)
+  mesh = sharding.make_mesh(2, 4, devices=cpus[:8])
   config, params = load_hf_checkpoint(path, 'bfloat16', scan_layers=True, mesh=mesh)
   q = params['layers']['self_attn']['q_proj']['kernel']
   assert q.dtype == jnp.bfloat16 and q.sharding.spec == PartitionSpec(None, None, 'model')
