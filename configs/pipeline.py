@@ -7,10 +7,11 @@ Smoke (a few minutes on tiny models; exercised by the tests):
   python -m cospec_jax.main --config=configs/pipeline.py:smoke --workdir=/tmp/pipeline_smoke
 Override any stage's setting on the command line, e.g. --config.arbiter.rl.steps=100 or
 --config.target.train.steps=3000. Finished stages are skipped when the command is run again.
-Runtime: about 21 minutes on a 2-core CPU (stages measured separately: draft 1.8 min, target 6.7 min, arbiter
-8.5 min, table 3.6 min); smoke about a minute.
-Reproduces: the table of issue "CoSpec itself" (results.json, table.md, pareto.png in <workdir>/table) and writes
-the collaboration trace (<workdir>/trace/trace.html).
+Runtime: 24.5 minutes on a 2-core CPU, measured 2026-12-02 from a clean clone (data and draft 2.6 min, target
+7.2 min, arbiter 8.0 min, table 6.3 min, trace 0.3 min; plus about 1 min of install); smoke a few minutes.
+Reproduces: the README's comparison table under the validation protocol (results.json, table.md, pareto.png in
+<workdir>/table; every choice on validation, test read once) and the collaboration trace
+(<workdir>/trace/trace.html).
 """
 
 import ml_collections

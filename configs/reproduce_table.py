@@ -1,12 +1,13 @@
-"""The paper's table on the embedded pair: every method on the test split, with intervals, McNemar and speed.
+"""The paper's table on the embedded pair: every method swept on validation, each at the point one rule chooses
+there, then evaluated once on the test split, with intervals, McNemar and speed (cospec_jax/evaluate.py).
 
 Needs the trained pair and arbiter (configs/train_*.py), or run configs/pipeline.py, which does all.
 Run:
   python experiments/reproduce_table.py --config=configs/reproduce_table.py --workdir=runs/table \
       --config.pair.target_workdir=runs/target --config.pair.draft_workdir=runs/draft \
       --config.arbiter_workdir=runs/arbiter
-Writes results.json, table.md and pareto.png to the workdir. Runtime: about 4 minutes on a 2-core CPU (3 min 35 s
-measured); smoke ~30 s.
+Writes results.json, table.md and pareto.png to the workdir. Runtime: about 6.5 minutes on a 2-core CPU (6 min 19 s
+measured in the pipeline, 2026-12-02); smoke about a minute.
 """
 
 import ml_collections
