@@ -45,11 +45,14 @@ def _model_done(workdir: str) -> bool:
   """A trained model's stage is done when its eval.json (written last) loads and its Hugging Face export reads."""
   try:
     with open(os.path.join(workdir, 'eval.json')) as f:
-      json.load(f)
+      evaluation = json.load(f)
     read_hf_config(os.path.join(workdir, 'hf'))
-    return True
   except (OSError, ValueError, CheckpointError):
     return False
+  if 'validation_accuracy' not in evaluation:  # Before disjoint splits: its training set overlaps today's test split.
+    raise ValueError(f'{workdir} holds a model trained by an older version, on splits that overlap the test split '
+                     'of this one; use a new --workdir (or move that one aside) to train the pair again.')
+  return True
 
 
 def _table_done(table_dir: str) -> bool:
@@ -73,7 +76,10 @@ def _table_choice(table_dir: str) -> tuple[int, float]:
   """(arbiter step, lam) of the table's CoSpec row, as chosen on validation."""
   with open(os.path.join(table_dir, 'results.json')) as f:
     results = json.load(f)
-  row = next(r for r in results['rows'] if r['family'] == 'cospec')
+  row = next((r for r in results['rows'] if r.get('family') == 'cospec'), None)
+  if row is None or 'arbiter_step' not in results:
+    raise ValueError(f'{table_dir}/results.json has no validation-chosen CoSpec row: it was written by an older '
+                     f'version of the table. Move {table_dir} aside (or use a new --workdir) and run again.')
   return results['arbiter_step'], row['lam']
 
 
