@@ -16,8 +16,9 @@ labels CoSpec's warm start uses) over their thresholds, CoSpec over `lam` with t
    `timing.repeats` passes. On the test split's counterfactual forks: the oracle's mismatches, and how often each
    arbiter's decisions agree with the counterfactual labels, per lam (diagnostics: they feed no choice).
 
-`run(config, workdir)` writes table.md, pareto.png (report.py) and then results.json (each atomically, results.json last: it is
-the stage's done marker), once everything has been measured, so a failing run leaves an earlier table intact.
+`run(config, workdir)` writes table.md, pareto.png (report.py) and then results.json (each atomically; results.json
+last: it is the stage's done marker), once everything has been measured, so a failing run leaves an earlier table
+intact.
 results.json records the split overlaps it checked, the checkpoint choice, every sweep with its validation figures,
 and per row the chosen setting with the validation figures that chose it.
 """
@@ -148,7 +149,7 @@ def _summary(row: dict) -> dict:
   return {k: row[k] for k in ('method', 'setting', 'accuracy', 'tokens_per_target_call', 'tokens_per_s')}
 
 
-def choose_arbiter_step(config, target, draft, task, problems, settings, mesh, pad_to: int = 0
+def choose_arbiter_step(config, target, draft, task, problems, prompts, settings, mesh, pad_to: int = 0
                         ) -> tuple[int, list[dict]]:
   """The REINFORCE checkpoint (step > 0) most accurate on validation at lam = 0 (`selection.choose_step`), of the
   steps the arbiter stage recorded as restoring; returns (step, every step's validation figures)."""
@@ -156,7 +157,6 @@ def choose_arbiter_step(config, target, draft, task, problems, settings, mesh, p
   if not steps:
     raise ValueError(f'The arbiter in {config.arbiter_workdir} kept no REINFORCE checkpoint (step > 0); train it with '
                      'config.rl.steps > 0.')
-  prompts = [task.prompt(p) for p in problems]
   policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
   points = []
   for step in steps:
@@ -172,13 +172,13 @@ def choose_arbiter_step(config, target, draft, task, problems, settings, mesh, p
   return points[selection.choose_step(points)]['step'], points
 
 
-def sweep(config, points: Sequence[Method], seed_offset: int, target, draft, task, validation, settings, mesh,
+def sweep(config, points: Sequence[Method], seed_offset: int, target, draft, task, validation, prompts, settings, mesh,
           pad_to: int) -> list[dict]:
   """Each point's validation figures (one timed pass; compiled before the clock); without a validation split, only
   the settings."""
   if validation is None:
     return [{'method': m.name, 'setting': m.setting} for m in points]
-  prompts, out_points = [task.prompt(p) for p in validation], []
+  out_points = []
   for method in points:
     out = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
                  config.seed + seed_offset, 1, mesh, pad_to)
@@ -188,13 +188,12 @@ def sweep(config, points: Sequence[Method], seed_offset: int, target, draft, tas
   return out_points
 
 
-def test_row(config, method: Method, seed_offset: int, target, draft, task, test, settings, mesh, pad_to: int,
+def test_row(config, method: Method, seed_offset: int, target, draft, task, test, prompts, settings, mesh, pad_to: int,
              small_batch: int, sweeps: dict) -> dict:
   """`method` on the test split: accuracy, tokens per call and speed at the table's batch and at `small_batch`
   (on timing.problems problems), each the fastest of timing.repeats passes; with the validation figures that chose
   it."""
   t = config.table
-  prompts = [task.prompt(p) for p in test]
   full = decode(method, target, draft, prompts, t.batch_size, settings, config.rl.gamma, config.seed + seed_offset,
                 t.timing.repeats, mesh, pad_to)
   n_time = min(t.timing.problems, len(prompts))
@@ -249,7 +248,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validation = None if splits['validation'] is None else splits['validation'][:t.validation_examples]
   settings = DecodeSettings.for_tokenizer(task.tokenizer, config.rl.max_new_tokens)
   # One compiled shape for validation and test.
-  pad_to = max(len(task.prompt(p)) for p in (validation or []) + test)
+  val_prompts = [task.prompt(p) for p in validation or []]  # Prompted once: a real task's are few-shot templates.
+  test_prompts = [task.prompt(p) for p in test]
+  pad_to = max(len(p) for p in val_prompts + test_prompts)
   forks_path = os.path.join(config.arbiter_workdir, arbiter.FORKS_FILE)
   if not os.path.exists(forks_path):
     raise FileNotFoundError(f'The judges are trained on the arbiter\'s counterfactual forks, and {forks_path} does '
@@ -263,11 +264,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if validation is None:
     step, step_points = _unchosen_step(config, task, t)
   else:
-    step, step_points = choose_arbiter_step(config, target, draft, task, validation, settings, mesh, pad_to)
+    step, step_points = choose_arbiter_step(config, target, draft, task, validation, val_prompts, settings, mesh,
+                                            pad_to)
   policies = {'cospec supervised': arbiter.restore_state(config, config.arbiter_workdir, 0).params,
               'cospec': arbiter.restore_state(config, config.arbiter_workdir, step).params}
   candidates = families(config, policies, judges)
-  sweeps = {family: sweep(config, points, i, target, draft, task, validation, settings, mesh, pad_to)
+  sweeps = {family: sweep(config, points, i, target, draft, task, validation, val_prompts, settings, mesh, pad_to)
             for i, (family, points) in enumerate(candidates.items())}
   spd_tau = None if validation is None else sweeps['spd greedy'][0]['tokens_per_target_call']
   chosen = [(i, points[0 if validation is None else selection.choose(sweeps[family], spd_tau)])
@@ -278,7 +280,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                       t.batch_size, mesh=mesh)
   oracle = Method('oracle (upper bound)', rule=make_rule('oracle'),
                   row_params={'keep_at_B': counterfactual.oracle_keep_at(test_forks)})
-  rows = [test_row(config, method, i, target, draft, task, test, settings, mesh, pad_to, small_batch, sweeps)
+  rows = [test_row(config, method, i, target, draft, task, test, test_prompts, settings, mesh, pad_to, small_batch,
+                   sweeps)
           for i, method in chosen + [(len(chosen), oracle)]]
   reference = rows[0]
   for row in rows:
