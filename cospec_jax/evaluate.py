@@ -91,11 +91,15 @@ def families(config: ml_collections.ConfigDict, policies: dict, judges: dict) ->
          'spd greedy': [Method('spd greedy', rule=Exact())],
          'spd sampling': [Method(_label('spd sampling', {'T': float(T)}), 'spd sampling', {'T': float(T)},
                                  rule=RejectionSampling(Sampling(float(T))), sampled=True) for T in t.temperatures]}
+  # A relaxed family's points share one rule and pass their settings as rule_params: one compile per family.
   for name, values in t.relaxed.items():
-    out[name] = [Method(_label(name, s), name, s, rule=make_rule(name, **s)) for s in selection.grid(values)]
+    points = selection.grid(values)
+    for s in points:
+      make_rule(name, **s)  # Checks each setting's value.
+    out[name] = [Method(_label(name, s), name, s, rule=make_rule(name), rule_params=dict(s)) for s in points]
   for name, head in judges.items():
-    out[name] = [Method(_label(name, {'max_harm': float(h)}), name, {'max_harm': float(h)},
-                        rule=make_rule('judge', max_harm=float(h)), rule_params=head) for h in t.judge_max_harm]
+    out[name] = [Method(_label(name, {'max_harm': float(h)}), name, {'max_harm': float(h)}, rule=make_rule('judge'),
+                        rule_params={**head, 'max_harm': float(h)}) for h in t.judge_max_harm]
   for name, params in policies.items():
     out[name] = [Method(_label(name, {'lam': float(lam)}), name, {'lam': float(lam)}, rule=CoSpec(Exact(), policy),
                         rule_params={'policy': params, 'lam': float(lam)}, lam=float(lam)) for lam in t.lams]

@@ -184,3 +184,28 @@ def test_fly_needs_the_target_back_in_step():
   np.testing.assert_array_equal(Fly(0.5, window=4).overrides(block), [[0, 0, 0, 0], [0, 0, 0, 0]])  # Past G.
   np.testing.assert_array_equal(Fly(0.5, window=1).overrides(block), [[1, 0, 0, 0], [1, 0, 1, 0]])
   np.testing.assert_array_equal(Fly(2.0, window=1).overrides(block), np.zeros((2, 4)))  # Not uncertain enough.
+
+
+@pytest.mark.parametrize('name, settings', [
+    ('topk', [{'k': 1}, {'k': 2}, {'k': 3}]),
+    ('threshold', [{'draft_confidence': 0.2, 'target_floor': 0.1}, {'draft_confidence': 0.5, 'target_floor': 0.3}]),
+    ('fly', [{'min_entropy': 0.5, 'window': 1}, {'min_entropy': 1.2, 'window': 2}]),
+    ('judge', [{'max_harm': 0.3}, {'max_harm': 0.7}])])
+def test_settings_passed_as_rule_params_equal_fields(name, settings):
+  """A sweep passes a relaxed rule's settings as traced rule_params (one compile per family); each must decide as the
+  rule built with that setting does. The target logits hold ties, where top-k's k-th value is shared."""
+  B, G_, V, D = 3, 4, 6, 8
+  keys = jax.random.split(jax.random.PRNGKey(7), 4)
+  target_logits = jnp.round(jax.random.normal(keys[0], (B, G_ + 1, V)) * 2) / 2  # Coarse: many ties.
+  block = rules.Block(jax.random.randint(keys[1], (B, G_), 0, V), jax.random.normal(keys[2], (B, G_, V)),
+                      target_logits, jnp.zeros((B, G_, D)), jax.random.normal(keys[3], (B, G_ + 1, D)),
+                      jnp.zeros((B,), jnp.int32), jnp.full((B,), 10, jnp.int32))
+  head = {'w': jnp.linspace(-1, 1, D), 'b': jnp.asarray(0.1)}
+  traced = jax.jit(lambda b, p: make_rule(name).overrides(b, p))
+  decisions = []
+  for s in settings:
+    fixed = make_rule(name, **s).overrides(block, head if name == 'judge' else None)
+    got = traced(block, {**(head if name == 'judge' else {}), **s})
+    np.testing.assert_array_equal(got, fixed)
+    decisions.append(np.asarray(got))
+  assert any(not np.array_equal(decisions[0], d) for d in decisions[1:])  # The settings matter here.

@@ -2,6 +2,9 @@
 
 They wrap a lossless base rule (`Exact` by default): a draft token is kept when the base accepts it or when the
 relaxation does; the block ends at the first token neither accepts, with the base rule's correction there.
+
+A rule's numeric settings are its dataclass fields, and a key of the same name in `rule_params` overrides one at run
+time (`rule_params={'k': 3}`): a sweep over settings then compiles the decode loop once per rule, not once per point.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ class _Relaxation:
   def __call__(self, block: Block, rng: jax.Array, rule_params: Any = None) -> Verdict:
     return scan_with_overrides(self.base, block, rng, self.overrides(block, rule_params))[0]
 
+  def setting(self, rule_params: Any, name: str):
+    """The setting `name`: rule_params[name] when the caller passes it (traced), else the field."""
+    return rule_params[name] if isinstance(rule_params, dict) and name in rule_params else getattr(self, name)
+
 
 @dataclasses.dataclass(frozen=True)
 class TopK(_Relaxation):
@@ -42,10 +49,10 @@ class TopK(_Relaxation):
   def overrides(self, block: Block, rule_params: Any = None) -> jax.Array:
     G = block.draft_tokens_BxG.shape[1]
     target_logits_BxGxV = block.target_logits_BxG1xV[:, :G]
-    k = min(self.k, target_logits_BxGxV.shape[-1])
-    kth_BxGx1 = jax.lax.top_k(target_logits_BxGxV, k)[0][..., -1:]
     draft_logit_BxG = jnp.take_along_axis(target_logits_BxGxV, block.draft_tokens_BxG[..., None], axis=-1)[..., 0]
-    return draft_logit_BxG >= kth_BxGx1[..., 0]
+    # Among the k most likely: fewer than k tokens score strictly higher (ties with the k-th are in, as in top_k).
+    higher_BxG = jnp.sum(target_logits_BxGxV > draft_logit_BxG[..., None], axis=-1)
+    return higher_BxG < self.setting(rule_params, 'k')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +73,8 @@ class Threshold(_Relaxation):
     G = block.draft_tokens_BxG.shape[1]
     at_draft = lambda logits: jnp.take_along_axis(  # noqa: E731
         jax.nn.softmax(logits.astype(jnp.float32), -1), block.draft_tokens_BxG[..., None], axis=-1)[..., 0]
-    confident_BxG = at_draft(block.draft_logits_BxGxV) >= self.draft_confidence
-    tolerated_BxG = at_draft(block.target_logits_BxG1xV[:, :G]) >= self.target_floor
+    confident_BxG = at_draft(block.draft_logits_BxGxV) >= self.setting(rule_params, 'draft_confidence')
+    tolerated_BxG = at_draft(block.target_logits_BxG1xV[:, :G]) >= self.setting(rule_params, 'target_floor')
     return confident_BxG & tolerated_BxG
 
 
@@ -96,15 +103,17 @@ class Fly(_Relaxation):
     for i in reversed(range(G)):
       runs.append(jnp.where(agree_BxG[:, i], runs[-1] + 1, 0))
     run_BxG1 = jnp.stack(runs[::-1], axis=1)
-    uncertain_BxG = entropy(jax.nn.log_softmax(target_logits_BxGxV, axis=-1)) >= self.min_entropy
-    return ~agree_BxG & uncertain_BxG & (run_BxG1[:, 1:] >= self.window)
+    uncertain_BxG = entropy(jax.nn.log_softmax(target_logits_BxGxV, axis=-1)) >= self.setting(rule_params,
+                                                                                              'min_entropy')
+    return ~agree_BxG & uncertain_BxG & (run_BxG1[:, 1:] >= self.setting(rule_params, 'window'))
 
 
 @dataclasses.dataclass(frozen=True)
 class Judge(_Relaxation):
   """AutoJudge-style: a logistic head on the target's hidden state predicts whether a mismatch matters (keeping the
   draft's token there would turn a right answer wrong); unimportant ones keep the draft. The head is trained on
-  counterfactual swaps (`cospec_jax.train.counterfactual.fit_judge`) and passed as rule_params = {'w': [D], 'b': []}.
+  counterfactual swaps (`cospec_jax.train.counterfactual.fit_judge`) and passed as rule_params = {'w': [D], 'b': []}
+  (with an optional 'max_harm' overriding the field).
   """
 
   max_harm: float = 0.5  # Keep the draft token when the predicted probability of harm is below this.
@@ -117,7 +126,7 @@ class Judge(_Relaxation):
     G = block.draft_tokens_BxG.shape[1]
     hidden_BxGxD = block.target_hidden_BxG1xD[:, :G].astype(jnp.float32)
     harm_logit_BxG = hidden_BxGxD @ rule_params['w'] + rule_params['b']
-    return jax.nn.sigmoid(harm_logit_BxG) < self.max_harm
+    return jax.nn.sigmoid(harm_logit_BxG) < self.setting(rule_params, 'max_harm')
 
 
 @dataclasses.dataclass(frozen=True)
