@@ -8,9 +8,11 @@ from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from cospec_jax import sharding
+from cospec_jax.decoding import continuous as continuous_lib
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.sampling import Greedy, Sampler
 from cospec_jax.decoding.state import DecodeState, DecodeStats, Generation, commit, gather_B
@@ -50,8 +52,14 @@ def prefill(config: ModelConfig, params, tokens_BxP: jax.Array, buffer_length: i
   With `chunk` > 0 the prompt goes through the cache `chunk` positions per call (a scan over the whole chunks, then
   one call for the rest), so no call holds a [B, heads, P, S] score tensor for the whole prompt.
   """
+  cache = sharding.constrain_cache(transformer.init_cache(config, tokens_BxP.shape[0], buffer_length), mesh)
+  return prefill_into(config, params, cache, tokens_BxP, chunk, mesh)
+
+
+def prefill_into(config: ModelConfig, params, cache, tokens_BxP: jax.Array, chunk: int = 0,
+                 mesh: Optional[Mesh] = None):
+  """`prefill` into an existing cache: positions 0..P-1 of every row are overwritten; returns the cache."""
   B, P = tokens_BxP.shape
-  cache = sharding.constrain_cache(transformer.init_cache(config, B, buffer_length), mesh)
 
   def call(cache, tokens_BxL, start):
     positions_BxL = jnp.broadcast_to(start + jnp.arange(tokens_BxL.shape[1], dtype=jnp.int32), tokens_BxL.shape)
@@ -68,12 +76,22 @@ def prefill(config: ModelConfig, params, tokens_BxP: jax.Array, buffer_length: i
   return cache
 
 
+def prefill_row(config: ModelConfig, params, cache, row: jax.Array, tokens_1xP: jax.Array, chunk: int = 0):
+  """Prefills one row (a traced index) of a batch's cache with a new prompt, chunk by chunk, leaving the other rows
+  as they are; returns the cache. Used to refill a finished row's slot (continuous batching): only that row is
+  computed, and its slots past the new prompt keep stale entries that decoding overwrites before reading."""
+  row_cache = jax.tree_util.tree_map(lambda x: jax.lax.dynamic_slice_in_dim(x, row, 1, axis=1), cache)
+  row_cache = prefill_into(config, params, row_cache, tokens_1xP, chunk)
+  return jax.tree_util.tree_map(lambda x, r: jax.lax.dynamic_update_slice_in_dim(x, r, row, axis=1), cache,
+                                row_cache)
+
+
 def init_state(tokens_BxP: jax.Array, lengths_B: jax.Array, buffer_length: int, pad_id: int, target_cache,
-               draft_cache, rng: jax.Array) -> DecodeState:
+               draft_cache, rng: jax.Array, max_new_B: Optional[jax.Array] = None) -> DecodeState:
   B, P = tokens_BxP.shape
   tokens_BxT = jnp.full((B, buffer_length), pad_id, jnp.int32).at[:, :P].set(tokens_BxP.astype(jnp.int32))
   return DecodeState(tokens_BxT, lengths_B.astype(jnp.int32), jnp.zeros((B,), bool), target_cache, draft_cache, rng,
-                     DecodeStats.zeros(B))
+                     DecodeStats.zeros(B), prompt_lengths_B=lengths_B.astype(jnp.int32), max_new_B=max_new_B)
 
 
 def per_row_budget(max_new_B: Optional[jax.Array], batch_size: int, max_new_tokens: int) -> jax.Array:
@@ -97,6 +115,29 @@ class AutoregressiveDecoder:
   def buffer_length(self, prompt_length: int) -> int:
     return prompt_length + self.settings.max_new_tokens + 1
 
+  def _init(self, params, tokens_BxP: jax.Array, lengths_B: jax.Array, rng: jax.Array,
+            max_new_B: jax.Array) -> DecodeState:
+    s = self.settings
+    B, P = tokens_BxP.shape
+    T = self.buffer_length(P)
+    prompts_lib.check_buffer(P, T, s.max_len)
+    sharding.check_batch(B, self.mesh)
+    cache = prefill(self.model, params, tokens_BxP, T, s.prefill_chunk, self.mesh)
+    return init_state(tokens_BxP, lengths_B, T, s.pad_id, cache, None, rng, max_new_B).constrain(self.mesh)
+
+  def _step(self, params, state: DecodeState) -> DecodeState:
+    """One token for every row (done rows compute and commit nothing)."""
+    s = self.settings
+    rng, sample_rng = jax.random.split(state.rng)
+    last_B = state.lengths_B - 1
+    logits_Bx1xV, _, cache = transformer.apply(self.model, params, gather_B(state.tokens_BxT, last_B)[:, None],
+                                               last_B[:, None], state.target_cache)
+    next_B = self.sampler.sample(logits_Bx1xV[:, 0], sample_rng)
+    active_B = ~state.done_B
+    state, n_B = commit(state.replace(target_cache=cache, rng=rng), next_B[:, None], jnp.ones_like(next_B),
+                        state.max_new_B, state.prompt_lengths_B, s.eos_ids, s.pad_id)
+    return state.replace(stats=state.stats.add(active_B, target_calls=1, generated=n_B)).constrain(self.mesh)
+
   @functools.partial(jax.jit, static_argnums=0)
   def __call__(self, params, tokens_BxP: jax.Array, lengths_B: jax.Array, rng: jax.Array,
                max_new_B: Optional[jax.Array] = None) -> Generation:
@@ -112,28 +153,31 @@ class AutoregressiveDecoder:
     Returns:
       Generation with target_calls_B == generated_B (one forward pass per token; the prefill is not counted).
     """
-    s = self.settings
-    B, P = tokens_BxP.shape
-    T = self.buffer_length(P)
-    prompts_lib.check_buffer(P, T, s.max_len)
-    sharding.check_batch(B, self.mesh)
-    max_new_B = per_row_budget(max_new_B, B, s.max_new_tokens)
-    cache = prefill(self.model, params, tokens_BxP, T, s.prefill_chunk, self.mesh)
-    state = init_state(tokens_BxP, lengths_B, T, s.pad_id, cache, None, rng).constrain(self.mesh)
-
-    def step(state: DecodeState) -> DecodeState:
-      rng, sample_rng = jax.random.split(state.rng)
-      last_B = state.lengths_B - 1
-      logits_Bx1xV, _, cache = transformer.apply(self.model, params, gather_B(state.tokens_BxT, last_B)[:, None],
-                                                 last_B[:, None], state.target_cache)
-      next_B = self.sampler.sample(logits_Bx1xV[:, 0], sample_rng)
-      active_B = ~state.done_B
-      state, n_B = commit(state.replace(target_cache=cache, rng=rng), next_B[:, None], jnp.ones_like(next_B),
-                          max_new_B, lengths_B, s.eos_ids, s.pad_id)
-      return state.replace(stats=state.stats.add(active_B, target_calls=1, generated=n_B)).constrain(self.mesh)
-
-    state = jax.lax.while_loop(lambda st: jnp.any(~st.done_B), step, state)
+    max_new_B = per_row_budget(max_new_B, tokens_BxP.shape[0], self.settings.max_new_tokens)
+    state = self._init(params, tokens_BxP, lengths_B, rng, max_new_B)
+    state = jax.lax.while_loop(lambda st: jnp.any(~st.done_B), functools.partial(self._step, params), state)
     return Generation(state.tokens_BxT, lengths_B.astype(jnp.int32), state.lengths_B, state.stats)
+
+  @functools.partial(jax.jit, static_argnums=0, static_argnames='rows')
+  def continuous(self, params, tokens_NxP: jax.Array, lengths_N: jax.Array, rng: jax.Array,
+                 max_new_N: Optional[jax.Array] = None, *, rows: int) -> Generation:
+    """Continuous batching (decoding/continuous.py): N >= `rows` prompts through `rows` rows, a finished row
+    refilled with the next waiting prompt inside the loop. Returns a Generation over the N prompts in order."""
+    N = tokens_NxP.shape[0]
+    if N < rows:
+      raise ValueError(f'continuous batching of {N} prompts over {rows} rows: give at least as many prompts as '
+                       'rows (generate_continuous pads), or decode them in one static call.')
+    max_new_N = per_row_budget(max_new_N, N, self.settings.max_new_tokens)
+    first = continuous_lib.first_rows
+    state = self._init(params, first(tokens_NxP, rows), first(lengths_N, rows), rng, first(max_new_N, rows))
+    queue = continuous_lib.start(state, tokens_NxP, lengths_N, max_new_N, None)
+
+    def prefill_one(state, row, tokens_1xP):
+      return state.replace(target_cache=prefill_row(self.model, params, state.target_cache, row, tokens_1xP,
+                                                    self.settings.prefill_chunk))
+
+    return continuous_lib.loop(state, queue, functools.partial(self._step, params), prefill_one,
+                               self.settings.pad_id)
 
   def generate(self, params, prompts: Sequence[Sequence[int]], rng: Optional[jax.Array] = None,
                buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS) -> Generation:
@@ -157,3 +201,18 @@ class AutoregressiveDecoder:
     list per prompt."""
     return [c.tolist() for gen, n in self.generate_batches(params, prompts, batch_size)
             for c in gen.completions()[:n]]
+
+  def generate_continuous(self, params, prompts: Sequence[Sequence[int]], batch_size: int,
+                          rng: Optional[jax.Array] = None, max_new: Optional[Sequence[int]] = None,
+                          buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS) -> Generation:
+    """Host convenience for `continuous`: every prompt through `batch_size` rows in one compiled call, finished rows
+    refilled; `max_new` optional per-prompt budgets. Returns one Generation over `prompts`, in their order."""
+    n = len(prompts)
+    padded = list(prompts) + [prompts[-1]] * max(0, batch_size - n)
+    tokens_NxP, lengths_N = prompts_lib.prepare(padded, self.settings.pad_id, self.model.vocab_size, buckets)
+    max_new_N = None if max_new is None else np.asarray(list(max_new) + [max_new[-1]] * (len(padded) - n), np.int32)
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    _, rng, (tokens_NxP, lengths_N, max_new_N) = prompts_lib.place(self.mesh, (), rng,
+                                                                   (tokens_NxP, lengths_N, max_new_N))
+    gen = self.continuous(params, tokens_NxP, lengths_N, rng, max_new_N, rows=batch_size)
+    return gen if len(padded) == n else jax.tree_util.tree_map(lambda x: x[:n], gen)

@@ -22,7 +22,8 @@ from jax.sharding import Mesh
 
 from cospec_jax import sharding
 from cospec_jax.decoding import prompts as prompts_lib
-from cospec_jax.decoding.autoregressive import DecodeSettings, init_state, per_row_budget, prefill
+from cospec_jax.decoding import continuous as continuous_lib
+from cospec_jax.decoding.autoregressive import DecodeSettings, init_state, per_row_budget, prefill, prefill_row
 from cospec_jax.decoding.rules import Block, Exact
 from cospec_jax.decoding import state as state_lib
 from cospec_jax.decoding.state import DecodeState, Generation, append_records, commit, gather_B
@@ -123,6 +124,61 @@ class SpeculativeDecoder:
       raise ValueError(f'max_decisions={self.max_decisions} but rule {type(self.rule).__name__} records nothing.')
     return jax.tree_util.tree_map(lambda x: jnp.zeros((B, self.max_decisions) + x.shape[2:], x.dtype), record)
 
+  def _init(self, target_params, draft_params, tokens_BxP: jax.Array, lengths_B: jax.Array, rng: jax.Array,
+            max_new_B: jax.Array, rule_params: Any, row_params: Any = None) -> DecodeState:
+    """The state after prefilling both models' caches with right-padded prompts."""
+    s = self.settings
+    B, P = tokens_BxP.shape
+    T = self.buffer_length(P)
+    prompts_lib.check_buffer(P, T, s.max_len)
+    sharding.check_batch(B, self.mesh)
+    state = init_state(tokens_BxP, lengths_B, T, s.pad_id,
+                       prefill(self.target, target_params, tokens_BxP, T, s.prefill_chunk, self.mesh),
+                       prefill(self.draft, draft_params, tokens_BxP, T, s.prefill_chunk, self.mesh), rng, max_new_B)
+    state = state.replace(sources_BxT=jnp.full((B, T), state_lib.PROMPT, jnp.int8), row_params=row_params)
+    records = self._empty_records(B, rule_params)
+    if records is not None:
+      state = state.replace(records=records, n_records_B=jnp.zeros((B,), jnp.int32))
+    return state.constrain(self.mesh)
+
+  def _step(self, target_params, draft_params, rule_params: Any, state: DecodeState) -> DecodeState:
+    """One draft-verify-commit step for every row (done rows compute and commit nothing)."""
+    s, G, V = self.settings, self.gamma, self.shared_vocab_size
+    rng, draft_rng, rule_rng = jax.random.split(state.rng, 3)
+    draft, draft_cache = propose(self.draft, draft_params, self.rule.sampler, state, G, V, draft_rng)
+    last_B = state.lengths_B - 1
+    verify_BxG1 = jnp.concatenate([gather_B(state.tokens_BxT, last_B)[:, None], draft.tokens_BxG], axis=1)
+    target_logits_BxG1xV, target_hidden_BxG1xD, target_cache = transformer.apply(
+        self.target, target_params, verify_BxG1, last_B[:, None] + jnp.arange(G + 1)[None, :], state.target_cache)
+    block = Block(draft.tokens_BxG, draft.logits_BxGxV, target_logits_BxG1xV[..., :V], draft.hidden_BxGxD,
+                  target_hidden_BxG1xD, state.lengths_B - state.prompt_lengths_B, state.max_new_B)
+    if state.row_params is not None:
+      rule_params = {**(rule_params or {}), **state.row_params}
+    verdict = self.rule(block, rule_rng, rule_params)
+    n_B = verdict.n_accepted_B
+    # The kept draft tokens, then the rule's token at index n (later entries are never committed).
+    drafted_BxG1 = jnp.pad(draft.tokens_BxG, ((0, 0), (0, 1)))
+    block_BxG1 = jnp.where(jnp.arange(G + 1)[None, :] < n_B[:, None], drafted_BxG1, verdict.next_token_B[:, None])
+    active_B = ~state.done_B
+    start_B = state.lengths_B
+    state, committed_B = commit(state.replace(target_cache=target_cache, draft_cache=draft_cache, rng=rng),
+                                block_BxG1, n_B + 1, state.max_new_B, state.prompt_lengths_B, s.eos_ids, s.pad_id)
+    # Only what was committed counts: a mismatch past an EOS or the budget decided nothing.
+    committed_BxG = jnp.arange(G)[None, :] < committed_B[:, None]
+    mismatch_BxG = (jnp.arange(G)[None, :] == n_B[:, None]) if verdict.mismatch_BxG is None else verdict.mismatch_BxG
+    kept_BxG = jnp.zeros_like(mismatch_BxG) if verdict.kept_BxG is None else verdict.kept_BxG
+    if state.sources_BxT is not None:
+      state = state.replace(sources_BxT=_record_sources(state.sources_BxT, start_B, committed_B, n_B, kept_BxG))
+    if state.records is not None:
+      record = verdict.record.replace(mask_BxG=verdict.record.mask_BxG & committed_BxG)
+      new_records, n_records_B = append_records(state.records, state.n_records_B, record, active_B)
+      state = state.replace(records=new_records, n_records_B=n_records_B)
+    stats = state.stats.add(active_B, target_calls=1, draft_calls=G, proposed=G,
+                            accepted=jnp.minimum(n_B, committed_B),
+                            mismatches=jnp.sum(mismatch_BxG & committed_BxG, axis=1),
+                            kept_at_mismatch=jnp.sum(kept_BxG & committed_BxG, axis=1), generated=committed_B)
+    return state.replace(stats=stats).constrain(self.mesh)
+
   @functools.partial(jax.jit, static_argnums=0)
   def __call__(self, target_params, draft_params, tokens_BxP: jax.Array, lengths_B: jax.Array, rng: jax.Array,
                max_new_B: Optional[jax.Array] = None, rule_params: Any = None) -> Generation:
@@ -134,57 +190,44 @@ class SpeculativeDecoder:
       Generation whose stats count target/draft calls, proposed, accepted and mismatched tokens per row, and,
       with max_decisions > 0, the rule's decision records.
     """
-    s, G, V = self.settings, self.gamma, self.shared_vocab_size
-    B, P = tokens_BxP.shape
-    T = self.buffer_length(P)
-    prompts_lib.check_buffer(P, T, s.max_len)
-    sharding.check_batch(B, self.mesh)
-    max_new_B = per_row_budget(max_new_B, B, s.max_new_tokens)
-    state = init_state(tokens_BxP, lengths_B, T, s.pad_id,
-                       prefill(self.target, target_params, tokens_BxP, T, s.prefill_chunk, self.mesh),
-                       prefill(self.draft, draft_params, tokens_BxP, T, s.prefill_chunk, self.mesh), rng)
-    state = state.replace(sources_BxT=jnp.full((B, T), state_lib.PROMPT, jnp.int8))
-    records = self._empty_records(B, rule_params)
-    if records is not None:
-      state = state.replace(records=records, n_records_B=jnp.zeros((B,), jnp.int32))
-    state = state.constrain(self.mesh)
-
-    def step(state: DecodeState) -> DecodeState:
-      rng, draft_rng, rule_rng = jax.random.split(state.rng, 3)
-      draft, draft_cache = propose(self.draft, draft_params, self.rule.sampler, state, G, V, draft_rng)
-      last_B = state.lengths_B - 1
-      verify_BxG1 = jnp.concatenate([gather_B(state.tokens_BxT, last_B)[:, None], draft.tokens_BxG], axis=1)
-      target_logits_BxG1xV, target_hidden_BxG1xD, target_cache = transformer.apply(
-          self.target, target_params, verify_BxG1, last_B[:, None] + jnp.arange(G + 1)[None, :], state.target_cache)
-      block = Block(draft.tokens_BxG, draft.logits_BxGxV, target_logits_BxG1xV[..., :V], draft.hidden_BxGxD,
-                    target_hidden_BxG1xD, state.lengths_B - lengths_B, max_new_B)
-      verdict = self.rule(block, rule_rng, rule_params)
-      n_B = verdict.n_accepted_B
-      # The kept draft tokens, then the rule's token at index n (later entries are never committed).
-      drafted_BxG1 = jnp.pad(draft.tokens_BxG, ((0, 0), (0, 1)))
-      block_BxG1 = jnp.where(jnp.arange(G + 1)[None, :] < n_B[:, None], drafted_BxG1, verdict.next_token_B[:, None])
-      active_B = ~state.done_B
-      start_B = state.lengths_B
-      state, committed_B = commit(state.replace(target_cache=target_cache, draft_cache=draft_cache, rng=rng),
-                                  block_BxG1, n_B + 1, max_new_B, lengths_B, s.eos_ids, s.pad_id)
-      # Only what was committed counts: a mismatch past an EOS or the budget decided nothing.
-      committed_BxG = jnp.arange(G)[None, :] < committed_B[:, None]
-      mismatch_BxG = (jnp.arange(G)[None, :] == n_B[:, None]) if verdict.mismatch_BxG is None else verdict.mismatch_BxG
-      kept_BxG = jnp.zeros_like(mismatch_BxG) if verdict.kept_BxG is None else verdict.kept_BxG
-      state = state.replace(sources_BxT=_record_sources(state.sources_BxT, start_B, committed_B, n_B, kept_BxG))
-      if records is not None:
-        record = verdict.record.replace(mask_BxG=verdict.record.mask_BxG & committed_BxG)
-        new_records, n_records_B = append_records(state.records, state.n_records_B, record, active_B)
-        state = state.replace(records=new_records, n_records_B=n_records_B)
-      stats = state.stats.add(active_B, target_calls=1, draft_calls=G, proposed=G,
-                              accepted=jnp.minimum(n_B, committed_B),
-                              mismatches=jnp.sum(mismatch_BxG & committed_BxG, axis=1),
-                              kept_at_mismatch=jnp.sum(kept_BxG & committed_BxG, axis=1), generated=committed_B)
-      return state.replace(stats=stats).constrain(self.mesh)
-
+    B = tokens_BxP.shape[0]
+    max_new_B = per_row_budget(max_new_B, B, self.settings.max_new_tokens)
+    state = self._init(target_params, draft_params, tokens_BxP, lengths_B, rng, max_new_B, rule_params)
+    step = functools.partial(self._step, target_params, draft_params, rule_params)
     state = jax.lax.while_loop(lambda st: jnp.any(~st.done_B), step, state)
     return Generation(state.tokens_BxT, lengths_B.astype(jnp.int32), state.lengths_B, state.stats, state.records,
                       state.n_records_B, state.sources_BxT)
+
+  @functools.partial(jax.jit, static_argnums=0, static_argnames='rows')
+  def continuous(self, target_params, draft_params, tokens_NxP: jax.Array, lengths_N: jax.Array, rng: jax.Array,
+                 max_new_N: Optional[jax.Array] = None, rule_params: Any = None, row_params: Any = None, *,
+                 rows: int) -> Generation:
+    """Continuous batching (decoding/continuous.py): N >= `rows` right-padded prompts through `rows` rows, a
+    finished row refilled with the next waiting prompt inside the loop. `row_params` is a pytree of per-prompt
+    [N, ...] arrays merged into `rule_params` for the row that holds the prompt (e.g. Oracle's keep_at_B).
+
+    Returns:
+      Generation over the N prompts in their order: for a deterministic rule the tokens, statistics and records
+      static batching gives each prompt.
+    """
+    N = tokens_NxP.shape[0]
+    if N < rows:
+      raise ValueError(f'continuous batching of {N} prompts over {rows} rows: give at least as many prompts as '
+                       'rows (generate_continuous pads), or decode them in one static call.')
+    max_new_N = per_row_budget(max_new_N, N, self.settings.max_new_tokens)
+    first = continuous_lib.first_rows
+    state = self._init(target_params, draft_params, first(tokens_NxP, rows), first(lengths_N, rows), rng,
+                       first(max_new_N, rows), rule_params, first(row_params, rows))
+    queue = continuous_lib.start(state, tokens_NxP, lengths_N, max_new_N, row_params)
+    chunk = self.settings.prefill_chunk
+
+    def prefill_one(state, row, tokens_1xP):
+      return state.replace(
+          target_cache=prefill_row(self.target, target_params, state.target_cache, row, tokens_1xP, chunk),
+          draft_cache=prefill_row(self.draft, draft_params, state.draft_cache, row, tokens_1xP, chunk))
+
+    return continuous_lib.loop(state, queue, functools.partial(self._step, target_params, draft_params, rule_params),
+                               prefill_one, self.settings.pad_id)
 
   def generate(self, target_params, draft_params, prompts: Sequence[Sequence[int]],
                rng: Optional[jax.Array] = None,
@@ -212,6 +255,27 @@ class SpeculativeDecoder:
             lambda x: np.asarray(x)[rows], row_params))[0]}
       yield self.generate(target_params, draft_params, chunk, jax.random.fold_in(rng, start), buckets,
                           rule_params=params), n
+
+
+  def generate_continuous(self, target_params, draft_params, prompts: Sequence[Sequence[int]], batch_size: int,
+                          rng: Optional[jax.Array] = None, rule_params: Any = None, row_params: Any = None,
+                          max_new: Optional[Sequence[int]] = None,
+                          buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS) -> Generation:
+    """Host convenience for `continuous`: every prompt through `batch_size` rows in one compiled call, finished rows
+    refilled. `row_params` is a pytree of per-prompt arrays [N, ...] (as in generate_in_batches), `max_new` optional
+    per-prompt budgets. Returns one Generation over `prompts`, in their order."""
+    n = len(prompts)
+    padded = list(prompts) + [prompts[-1]] * max(0, batch_size - n)  # Fewer prompts than rows: copies, cut below.
+    tokens_NxP, lengths_N = prompts_lib.prepare(padded, self.settings.pad_id, self.shared_vocab_size, buckets)
+    max_new_N = None if max_new is None else np.asarray(list(max_new) + [max_new[-1]] * (len(padded) - n), np.int32)
+    row_params = None if row_params is None else jax.tree_util.tree_map(
+        lambda x: np.asarray(x)[np.minimum(np.arange(len(padded)), n - 1)], row_params)
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    _, rng, (tokens_NxP, lengths_N, max_new_N, rule_params, row_params) = prompts_lib.place(
+        self.mesh, (), rng, (tokens_NxP, lengths_N, max_new_N, rule_params, row_params))
+    gen = self.continuous(target_params, draft_params, tokens_NxP, lengths_N, rng, max_new_N, rule_params,
+                          row_params, rows=batch_size)
+    return gen if len(padded) == n else jax.tree_util.tree_map(lambda x: x[:n], gen)
 
 
 def _record_sources(sources_BxT: jax.Array, start_B: jax.Array, committed_B: jax.Array, n_B: jax.Array,

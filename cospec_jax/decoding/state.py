@@ -56,16 +56,18 @@ class DecodeState:
   records: Any = None  # A rule's per-decision records, [B, max_decisions, ...] buffers (None if not kept).
   n_records_B: Any = None  # int32: decisions recorded per row (may exceed max_decisions; the rest are dropped).
   sources_BxT: Any = None  # int8: where each committed token came from (PROMPT, AGREED, ...); speculative only.
+  prompt_lengths_B: Any = None  # int32: each row's prompt length (its answer starts there).
+  max_new_B: Any = None  # int32: each row's token budget.
+  row_params: Any = None  # Per-row rule parameters ([B, ...] leaves) merged into rule_params; continuous mode only.
 
   def constrain(self, mesh) -> 'DecodeState':
     """Inside jit: rows over the mesh's `data` axis, KV heads over `model` (no-op without a mesh)."""
     if mesh is None:
       return self
-    rows = sharding.constrain_batch(
-        (self.tokens_BxT, self.lengths_B, self.done_B, self.stats, self.records, self.n_records_B, self.sources_BxT),
-        mesh)
-    return self.replace(**dict(zip(('tokens_BxT', 'lengths_B', 'done_B', 'stats', 'records', 'n_records_B',
-                                    'sources_BxT'), rows)),
+    names = ('tokens_BxT', 'lengths_B', 'done_B', 'stats', 'records', 'n_records_B', 'sources_BxT',
+             'prompt_lengths_B', 'max_new_B', 'row_params')
+    rows = sharding.constrain_batch(tuple(getattr(self, name) for name in names), mesh)
+    return self.replace(**dict(zip(names, rows)),
                         target_cache=sharding.constrain_cache(self.target_cache, mesh),
                         draft_cache=sharding.constrain_cache(self.draft_cache, mesh))
 

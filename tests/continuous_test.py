@@ -1,0 +1,163 @@
+"""Continuous batching (decoding/continuous.py) gives every prompt what static batching gives it: the same tokens,
+per-prompt statistics, sources and decision records, in prompt order, while finished rows are refilled."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cospec_jax.decoding import (ArbiterPolicy, AutoregressiveDecoder, CoSpec, DecodeSettings, Exact,
+                                 RejectionSampling, Sampling, SpeculativeDecoder)
+from cospec_jax.decoding.cospec import init_policy
+from cospec_jax.decoding.relaxed import Oracle
+from tests import helpers
+
+N_PROMPTS, ROWS, MAX_NEW = 11, 4, 24
+
+
+@pytest.fixture(scope='module')
+def pair():
+  return helpers.tiny_pair(noise=0.15)
+
+
+@pytest.fixture(scope='module')
+def workload(pair):
+  """Ragged prompts, long-tailed per-prompt budgets (most short, a few the whole budget) and an EOS id some rows
+  hit: so rows finish at many different steps and most prompts start in a refilled row."""
+  tc, tp, _, _ = pair
+  prompts = helpers.ragged_prompts(N_PROMPTS, tc.vocab_size, seed=5)
+  budgets = np.minimum(np.random.RandomState(0).geometric(0.15, N_PROMPTS), MAX_NEW).astype(np.int32)
+  free = AutoregressiveDecoder(tc, settings=DecodeSettings(max_new_tokens=MAX_NEW)).generate(tp, prompts)
+  counts = np.bincount(np.concatenate([c[1:-1] for c in free.completions()]), minlength=tc.vocab_size)
+  eos = int(np.argsort(counts)[-3])  # Frequent enough that some rows stop at it, not so frequent that all do.
+  return prompts, budgets, DecodeSettings(max_new_tokens=MAX_NEW, eos_ids=(eos,))
+
+
+def _static(decoder, params, prompts, budgets, rule_params=None, row_params=None):
+  """Static batching of the same prompts, ROWS per call, each chunk with its own rows' budgets."""
+  gens = []
+  for start in range(0, len(prompts), ROWS):
+    chunk, b = prompts[start:start + ROWS], budgets[start:start + ROWS]
+    tokens, lengths = helpers.pad(chunk)
+    if isinstance(decoder, AutoregressiveDecoder):
+      gens.append(decoder(*params, tokens, lengths, jax.random.PRNGKey(0), b))
+    else:
+      p = rule_params
+      if row_params is not None:
+        p = {**(rule_params or {}), **jax.tree_util.tree_map(lambda x: x[start:start + ROWS], row_params)}
+      gens.append(decoder(*params, tokens, lengths, jax.random.PRNGKey(0), b, p))
+  return gens
+
+
+def _stats_rows(gens):
+  stats = [jax.device_get(g.stats) for g in gens]
+  return {k: np.concatenate([getattr(s, k) for s in stats]) for k in vars(stats[0])}
+
+
+def _check_same(cont, gens, records=False):
+  static = [c for g in gens for c in g.completions()]
+  got = cont.completions()
+  assert len(got) == len(static) == N_PROMPTS
+  for i, (s, c) in enumerate(zip(static, got)):
+    np.testing.assert_array_equal(c, s, err_msg=f'prompt {i}')
+  for k, v in _stats_rows(gens).items():
+    np.testing.assert_array_equal(getattr(jax.device_get(cont.stats), k), v, err_msg=k)
+  for s, c in zip([x for g in gens for x in g.completion_sources()], cont.completion_sources()):
+    np.testing.assert_array_equal(c, s)
+  if records:
+    np.testing.assert_array_equal(cont.n_records_B, np.concatenate([g.n_records_B for g in gens]))
+    static_records = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *[jax.device_get(g.records) for g in gens])
+    mask = static_records.mask_BxG
+    np.testing.assert_array_equal(cont.records.mask_BxG, mask)
+    for name in ('keep_draft_BxG', 'draft_tokens_BxG', 'answer_index_BxG'):
+      np.testing.assert_array_equal(np.asarray(getattr(cont.records, name))[mask],
+                                    getattr(static_records, name)[mask], err_msg=name)
+    np.testing.assert_allclose(np.asarray(cont.records.scalars_BxGxF)[mask], static_records.scalars_BxGxF[mask],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_workload_makes_rows_finish_at_different_steps(pair, workload):
+  """Guards the tests below: rows end by EOS and by budget, at many lengths, and prompts outnumber rows."""
+  tc, tp, _, _ = pair
+  prompts, budgets, settings = workload
+  gens = _static(AutoregressiveDecoder(tc, settings=settings), (tp,), prompts, budgets)
+  completions = [c for g in gens for c in g.completions()]
+  eos = settings.eos_ids[0]
+  by_eos = [len(c) < b for c, b in zip(completions, budgets)]
+  assert any(by_eos) and not all(by_eos)
+  assert all(c[-1] == eos for c, e in zip(completions, by_eos) if e)
+  assert len({len(c) for c in completions}) >= 6 and N_PROMPTS > 2 * ROWS
+
+
+def test_target_only_continuous_equals_static(pair, workload):
+  tc, tp, _, _ = pair
+  prompts, budgets, settings = workload
+  decoder = AutoregressiveDecoder(tc, settings=settings)
+  cont = decoder.generate_continuous(tp, prompts, ROWS, max_new=budgets, buckets=None)
+  _check_same(cont, _static(decoder, (tp,), prompts, budgets))
+
+
+@pytest.mark.parametrize('gamma', [1, 3])
+def test_greedy_spd_continuous_equals_static_and_target(pair, workload, gamma):
+  tc, tp, dc, dp = pair
+  prompts, budgets, settings = workload
+  decoder = SpeculativeDecoder(tc, dc, Exact(), gamma, settings)
+  cont = decoder.generate_continuous(tp, dp, prompts, ROWS, max_new=budgets, buckets=None)
+  _check_same(cont, _static(decoder, (tp, dp), prompts, budgets))
+  target = AutoregressiveDecoder(tc, settings=settings).generate_continuous(tp, prompts, ROWS, max_new=budgets,
+                                                                            buckets=None)
+  for t, c in zip(target.completions(), cont.completions()):
+    np.testing.assert_array_equal(c, t)
+  stats = jax.device_get(cont.stats)
+  assert 0 < stats.accepted_B.sum() < stats.proposed_B.sum()
+
+
+def test_cospec_records_continuous_equal_static(pair, workload):
+  """A deterministic arbiter that keeps the draft at some mismatches and not others: the same tokens, kept counts
+  and decision records per prompt."""
+  tc, tp, dc, dp = pair
+  prompts, budgets, settings = workload
+  policy = helpers.perturbed(init_policy(ArbiterPolicy(), tc.d_model, dc.d_model, jax.random.PRNGKey(3)),
+                             jax.random.PRNGKey(4), 0.3)  # Logits of both signs.
+  rule_params = {'policy': policy, 'lam': 0.5}
+  decoder = SpeculativeDecoder(tc, dc, CoSpec(Exact()), 3, settings, max_decisions=8)
+  cont = decoder.generate_continuous(tp, dp, prompts, ROWS, rule_params=rule_params, max_new=budgets, buckets=None)
+  _check_same(cont, _static(decoder, (tp, dp), prompts, budgets, rule_params), records=True)
+  stats = jax.device_get(cont.stats)
+  assert 0 < stats.kept_at_mismatch_B.sum() < stats.mismatches_B.sum()
+  assert np.max(cont.n_records_B) > 8  # Some rows overflow the buffer: the dropped decisions are counted alike.
+
+
+def test_per_prompt_rule_params_follow_their_prompt(pair, workload):
+  """Oracle's keep_at_B is per prompt: in continuous mode each row reads the entry of the prompt it holds."""
+  tc, tp, dc, dp = pair
+  prompts, budgets, settings = workload
+  decoder = SpeculativeDecoder(tc, dc, Oracle(Exact()), 3, settings)
+  keep_at = {'keep_at_B': jnp.asarray(np.arange(N_PROMPTS) % 5 - 1, jnp.int32)}
+  cont = decoder.generate_continuous(tp, dp, prompts, ROWS, row_params=keep_at, max_new=budgets, buckets=None)
+  _check_same(cont, _static(decoder, (tp, dp), prompts, budgets, row_params=keep_at))
+  assert jax.device_get(cont.stats).kept_at_mismatch_B.sum() > 0
+
+
+def test_fewer_prompts_than_rows_and_sampling(pair, workload):
+  """Three prompts over four rows (padded, cut back); speculative sampling runs and respects every budget."""
+  tc, tp, dc, dp = pair
+  prompts, budgets, settings = workload
+  decoder = SpeculativeDecoder(tc, dc, Exact(), 2, settings)
+  cont = decoder.generate_continuous(tp, dp, prompts[:3], ROWS, max_new=budgets[:3], buckets=None)
+  static = decoder(tp, dp, *helpers.pad(prompts[:3]), jax.random.PRNGKey(0), budgets[:3])
+  assert len(cont.completions()) == 3
+  for s, c in zip(static.completions(), cont.completions()):
+    np.testing.assert_array_equal(c, s)
+  sampler = SpeculativeDecoder(tc, dc, RejectionSampling(Sampling(temperature=1.0)), 2, settings)
+  sampled = sampler.generate_continuous(tp, dp, prompts, ROWS, jax.random.PRNGKey(1), max_new=budgets, buckets=None)
+  lengths = [len(c) for c in sampled.completions()]
+  assert all(1 <= n <= b for n, b in zip(lengths, budgets))
+  np.testing.assert_array_equal(jax.device_get(sampled.stats).generated_B, lengths)
+
+
+def test_too_few_prompts_for_the_compiled_call_is_named(pair):
+  tc, tp, _, _ = pair
+  tokens, lengths = helpers.pad(helpers.ragged_prompts(2, tc.vocab_size))
+  with pytest.raises(ValueError, match='at least as many prompts as rows'):
+    AutoregressiveDecoder(tc).continuous(tp, tokens, lengths, jax.random.PRNGKey(0), rows=4)
