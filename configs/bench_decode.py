@@ -39,6 +39,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   bench.max_new_tokens = 16 if smoke else 128  # Tokens generated per row (no EOS: every row runs to this).
   bench.repeats = 1 if smoke else 5  # Timed runs after the compile run; the median is reported.
   bench.hf_compare = True  # At batch 1, also time HF target-only and assisted generation (needs torch).
+  # At batch > 1, also decode a stream of this many prompts per row with finished rows refilled (continuous
+  # batching) for target-only and SPD: the "refilled" columns. 0 skips them.
+  bench.stream_prompts_per_row = 2 if smoke else 4
   bench.profile_batch_sizes = (1,) if smoke else (1, 8)  # experiments/profile_step.py: rows of the profiled step.
   bench.profile_gammas = (2,) if smoke else (4,)  # experiments/profile_step.py: its gammas.
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -93,9 +93,9 @@ def load_pair(cfg: ml_collections.ConfigDict, mesh=None):
   return tc, tp, dc, dp
 
 
-def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-  """Runs fn once to compile, then `repeats` times; returns (median seconds, last result)."""
-  out = jax.block_until_ready(fn())
+def time_call(fn: Callable[[], Any], repeats: int, warmup: Optional[Callable[[], Any]] = None) -> tuple[float, Any]:
+  """Runs `warmup` (default: fn) once to compile, then fn `repeats` times; returns (median seconds, last result)."""
+  out = jax.block_until_ready((warmup or fn)())
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -125,6 +125,23 @@ def call_cost(config: ModelConfig, params, batch_size: int, n_tokens: int, cache
 def _prompts(batch_size: int, length: int, vocab_size: int, seed: int):
   rs = np.random.RandomState(seed)
   return [rs.randint(3, vocab_size, length).tolist() for _ in range(batch_size)]
+
+
+def _stream(n: int, cfg, vocab_size: int, mesh):
+  """n random prompts (as the batch's) for continuous batching: (tokens_NxP, lengths_N), replicated on `mesh`."""
+  tokens, lengths = pad_prompts(_prompts(n, cfg.prompt_length, vocab_size, cfg.seed + 1), 0, buckets=None)
+  return prompts_lib.place(mesh, (), None, (tokens, lengths))[2]
+
+
+def _time_stream(decoder, params: tuple, stream, batch_size: int, repeats: int, rng: jax.Array):
+  """(median seconds, stats) of decoding the stream with `batch_size` refilled rows; compiled on 1-token budgets."""
+  tokens_NxP, lengths_N = stream
+  ones = jnp.ones(lengths_N.shape, jnp.int32) if decoder.mesh is None else prompts_lib.place(
+      decoder.mesh, (), None, np.ones(lengths_N.shape, np.int32))[2]
+  seconds, gen = time_call(lambda: decoder.continuous(*params, tokens_NxP, lengths_N, rng, rows=batch_size), repeats,
+                           warmup=lambda: decoder.continuous(*params, tokens_NxP, lengths_N, rng, ones,
+                                                             rows=batch_size))
+  return seconds, jax.device_get(gen.stats)
 
 
 def export_to_hf(tc, tp, dc, dp, workdir: str):
@@ -186,6 +203,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     c = t_draft / t_target  # Both loops make one call per token: the ratio of their times is the call-cost ratio.
     cache_length = cfg.prompt_length + cfg.max_new_tokens + max(cfg.gammas) + 1
     one_token = call_cost(tc, tp, batch_size, 1, cache_length, cfg.repeats)
+    stream = None  # Prompts for the refilled-rows columns, built once per batch size.
     for gamma in cfg.gammas:
       spd = SpeculativeDecoder(tc, dc, Exact(), gamma, settings, mesh=mesh)
       t_spd, sgen = time_call(lambda: spd(tp, dp, tokens, lengths, rng), cfg.repeats)
@@ -201,6 +219,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  target_tokens_per_s=n_tokens / t_target, spd_tokens_per_s=int(st.generated_B.sum()) / t_spd,
                  ideal_speedup=float(ideal), speedup=speedup, efficiency=float(speedup / ideal),
                  ideal_speedup_measured_verify=float(ideal_v), efficiency_measured_verify=float(speedup / ideal_v))
+      if batch_size > 1 and cfg.get('stream_prompts_per_row', 0):
+        # The same decoders over a stream of prompts, finished rows refilled (decoding/continuous.py): a static
+        # batch runs until its slowest row is done (at tau tokens per call on average but the fewest for the
+        # slowest row), a refilled one keeps every row busy until the stream runs dry.
+        if stream is None:
+          stream = _stream(batch_size * cfg.stream_prompts_per_row, cfg, tc.vocab_size, mesh)
+          t_target_stream = _time_stream(target_only, (tp,), stream, batch_size, cfg.repeats, rng)[0]
+        t_spd_stream, sst = _time_stream(spd, (tp, dp), stream, batch_size, cfg.repeats, rng)
+        row['spd_stream_tokens_per_s'] = int(sst.generated_B.sum()) / t_spd_stream
+        row['speedup_stream'] = t_target_stream / t_spd_stream
+        row['efficiency_stream_measured_verify'] = float(row['speedup_stream'] / ideal_v)
       if batch_size == 1 and hf_models is not None:
         if hf_target_only is None:
           hf_target_only = hf_tokens_per_s(hf_models[0], None, hf_prompt, cfg.max_new_tokens, None, hf_repeats)
@@ -224,6 +253,8 @@ _COLUMNS = [('batch', 'B', '{:>3d}'), ('gamma', 'gamma', '{:>5d}'), ('c', 'c', '
             ('spd_tokens_per_s', 'SPD tok/s', '{:>10.1f}'), ('speedup', 'speedup', '{:>7.2f}'),
             ('ideal_speedup', 'ideal', '{:>6.2f}'), ('efficiency', 'eff', '{:>5.0%}'),
             ('ideal_speedup_measured_verify', 'ideal(v)', '{:>8.2f}'), ('efficiency_measured_verify', 'eff(v)', '{:>6.0%}'),
+            ('spd_stream_tokens_per_s', 'refilled SPD tok/s', '{:>18.1f}'),
+            ('efficiency_stream_measured_verify', 'refilled eff(v)', '{:>15.0%}'),
             ('hf_assisted_tokens_per_s', 'HF assisted tok/s', '{:>17.1f}'),
             ('ours_over_hf_assisted', 'ours/HF', '{:>7.1f}')]
 

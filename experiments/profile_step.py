@@ -19,7 +19,8 @@ _WORKDIR = flags.DEFINE_string('workdir', 'runs/profile_step', 'Where profile_st
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments {argv[1:]}; settings go in --config.<key>=<value>.')
   step_profile.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -27,6 +27,7 @@ def test_checkpoint_pair_runs_in_bfloat16_on_a_mesh(tmp_path):
   assert result['dtype'] == 'bfloat16' and result['mesh'] == {'data': 2, 'model': 4}
   (row,) = result['rows']
   assert 1.0 <= row['tau'] <= 3.0 and row['spd_tokens_per_s'] > 0
+  assert row['spd_stream_tokens_per_s'] > 0 and row['efficiency_stream_measured_verify'] > 0  # Refilled rows too.
   mesh = decode_benchmark.bench_mesh(bench)
   _, placed, _, _ = decode_benchmark.load_pair(bench, mesh)
   q = placed['layers']['self_attn']['q_proj']['kernel']  # Scanned, bfloat16, split by whole heads.
