@@ -161,3 +161,21 @@ def test_too_few_prompts_for_the_compiled_call_is_named(pair):
   tokens, lengths = helpers.pad(helpers.ragged_prompts(2, tc.vocab_size))
   with pytest.raises(ValueError, match='at least as many prompts as rows'):
     AutoregressiveDecoder(tc).continuous(tp, tokens, lengths, jax.random.PRNGKey(0), rows=4)
+
+
+@pytest.mark.parametrize('shape', [(4, 1), (2, 4)])
+def test_sharded_continuous_equals_one_device(pair, workload, shape):
+  """Rows over `data`, weights and caches over `model`: the refilled loop gives the one-device tokens and stats."""
+  from cospec_jax import sharding
+  tc, tp, dc, dp = pair
+  prompts, budgets, settings = workload
+  want = SpeculativeDecoder(tc, dc, Exact(), 3, settings).generate_continuous(tp, dp, prompts, ROWS, max_new=budgets,
+                                                                             buckets=None)
+  mesh = sharding.make_mesh(*shape, devices=jax.devices('cpu'))
+  stp, sdp = (sharding.shard_params(p, sharding.LLAMA_RULES, mesh) for p in (tp, dp))
+  got = SpeculativeDecoder(tc, dc, Exact(), 3, settings, mesh=mesh).generate_continuous(
+      stp, sdp, prompts, ROWS, max_new=budgets, buckets=None)
+  for w, g in zip(want.completions(), got.completions()):
+    np.testing.assert_array_equal(g, w)
+  np.testing.assert_array_equal(np.asarray(got.stats.target_calls_B), np.asarray(want.stats.target_calls_B))
+  np.testing.assert_array_equal(np.asarray(got.sources_BxT), np.asarray(want.sources_BxT))
