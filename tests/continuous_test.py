@@ -1,6 +1,8 @@
 """Continuous batching (decoding/continuous.py) gives every prompt what static batching gives it: the same tokens,
 per-prompt statistics, sources and decision records, in prompt order, while finished rows are refilled."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,10 +99,12 @@ def test_target_only_continuous_equals_static(pair, workload):
   _check_same(cont, _static(decoder, (tp,), prompts, budgets))
 
 
-@pytest.mark.parametrize('gamma', [1, 3])
-def test_greedy_spd_continuous_equals_static_and_target(pair, workload, gamma):
+@pytest.mark.parametrize('gamma,prefill_chunk', [(1, 256), (3, 4)])
+def test_greedy_spd_continuous_equals_static_and_target(pair, workload, gamma, prefill_chunk):
+  """prefill_chunk 4 < the longest prompt: a refilled row is prefilled 4 positions per call up to its own length."""
   tc, tp, dc, dp = pair
   prompts, budgets, settings = workload
+  settings = dataclasses.replace(settings, prefill_chunk=prefill_chunk)
   decoder = SpeculativeDecoder(tc, dc, Exact(), gamma, settings)
   cont = decoder.generate_continuous(tp, dp, prompts, ROWS, max_new=budgets, buckets=None)
   _check_same(cont, _static(decoder, (tp, dp), prompts, budgets))

@@ -76,12 +76,31 @@ def prefill_into(config: ModelConfig, params, cache, tokens_BxP: jax.Array, chun
   return cache
 
 
-def prefill_row(config: ModelConfig, params, cache, row: jax.Array, tokens_1xP: jax.Array, chunk: int = 0):
-  """Prefills one row (a traced index) of a batch's cache with a new prompt, chunk by chunk, leaving the other rows
-  as they are; returns the cache. Used to refill a finished row's slot (continuous batching): only that row is
-  computed, and its slots past the new prompt keep stale entries that decoding overwrites before reading."""
+def prefill_row(config: ModelConfig, params, cache, row: jax.Array, tokens_1xP: jax.Array, chunk: int = 0,
+                length: Optional[jax.Array] = None):
+  """Prefills one row (a traced index) of a batch's cache with a new prompt, leaving the other rows as they are;
+  returns the cache. Used to refill a finished row's slot (continuous batching): only that row is computed, and its
+  slots past the new prompt keep stale entries that decoding overwrites before reading.
+
+  With 0 < `chunk` < P and the prompt's `length` (traced) given, only the chunks that hold the prompt are computed
+  (ceil(length / chunk) calls), not the bucket's padding.
+  """
   row_cache = jax.tree_util.tree_map(lambda x: jax.lax.dynamic_slice_in_dim(x, row, 1, axis=1), cache)
-  row_cache = prefill_into(config, params, row_cache, tokens_1xP, chunk)
+  P = tokens_1xP.shape[1]
+  if length is None or not 0 < chunk < P:
+    row_cache = prefill_into(config, params, row_cache, tokens_1xP, chunk)
+  else:
+    n_chunks = -(-P // chunk)
+    padded_1xQ = jnp.pad(tokens_1xP, ((0, 0), (0, n_chunks * chunk - P)))
+
+    def call(i, row_cache):
+      start = i * chunk
+      positions_1xC = (start + jnp.arange(chunk, dtype=jnp.int32))[None, :]
+      _, _, row_cache = transformer.apply(config, params, jax.lax.dynamic_slice_in_dim(padded_1xQ, start, chunk, 1),
+                                          positions_1xC, row_cache)
+      return row_cache
+
+    row_cache = jax.lax.fori_loop(0, (length + chunk - 1) // chunk, call, row_cache)
   return jax.tree_util.tree_map(lambda x, r: jax.lax.dynamic_update_slice_in_dim(x, r, row, axis=1), cache,
                                 row_cache)
 
@@ -172,9 +191,9 @@ class AutoregressiveDecoder:
     state = self._init(params, first(tokens_NxP, rows), first(lengths_N, rows), rng, first(max_new_N, rows))
     queue = continuous_lib.start(state, tokens_NxP, lengths_N, max_new_N, None)
 
-    def prefill_one(state, row, tokens_1xP):
+    def prefill_one(state, row, tokens_1xP, length):
       return state.replace(target_cache=prefill_row(self.model, params, state.target_cache, row, tokens_1xP,
-                                                    self.settings.prefill_chunk))
+                                                    self.settings.prefill_chunk, length))
 
     return continuous_lib.loop(state, queue, functools.partial(self._step, params), prefill_one,
                                self.settings.pad_id)

@@ -1,12 +1,12 @@
-"""Continuous batching inside the compiled loop: N prompts through B < N rows, a finished row refilled at once.
+"""Continuous batching inside the compiled loop: N prompts through B < N rows, finished rows refilled as they free.
 
 Static batching runs each chunk of B prompts until its slowest row finishes, so rows that hit EOS or their budget
 early idle while the others decode. Here the loop holds a queue of every prompt. After each decode step, a row that
 has finished is harvested (its tokens, length, statistics, records and sources copied to the results at its
-prompt's index, so they come back in prompt order) and, while prompts wait, refilled: the next waiting prompt is
-written into the row's token buffer and prefilled into that row's slot of every KV cache (`prefill_row`: the row
-alone, chunk by chunk, through the same cache), and decoding goes on. Everything is a fixed shape, so the loop
-compiles once per (N, P, B), however the rows finish.
+prompt's index, so they come back in prompt order) and, while prompts wait, refilled (one row per step): the next
+waiting prompt is written into the row's token buffer and prefilled into that row's slot of every KV cache
+(`prefill_row`: the row alone, chunk by chunk up to its length, through the same cache), and decoding goes on.
+Everything is a fixed shape, so the loop compiles once per (N, P, B), however the rows finish.
 
 A row's computations are those of static batching (the same step at the same batch size, per-row statistics reset
 at refill), so deterministic rules give the same tokens, statistics and records per prompt; only the prompt's
@@ -74,56 +74,53 @@ def harvest(state: DecodeState, queue: Queue) -> Queue:
   return queue.replace(out=out, free_B=queue.free_B | finished_B)
 
 
-def refill(state: DecodeState, queue: Queue, prefill_row: Callable[[DecodeState, jax.Array, jax.Array], DecodeState],
-           pad_id: int) -> tuple[DecodeState, Queue]:
-  """Gives the waiting prompts, in order, to the free rows, in row order: resets each taken row (tokens, length,
-  budget, statistics, records, sources, rule parameters) and prefills its caches (`prefill_row(state, row,
-  tokens_1xP)`). Returns (state, queue)."""
-  N, P = queue.tokens_NxP.shape
+PrefillRow = Callable[[DecodeState, jax.Array, jax.Array, jax.Array], DecodeState]  # (state, row, tokens_1xP, length).
+
+
+def refill(state: DecodeState, queue: Queue, prefill_row: PrefillRow, pad_id: int) -> tuple[DecodeState, Queue]:
+  """Gives the next waiting prompt to the first free row (call it only when both exist): resets the row (tokens,
+  length, budget, statistics, records, sources, rule parameters) and prefills its caches (`prefill_row(state, row,
+  tokens_1xP, prompt_length)`). Returns (state, queue).
+
+  One row per call: several rows freed by one step are refilled on the following steps. A loop over them inside
+  the step would carry the caches through a nested while loop, which XLA:CPU copies whole.
+  """
   B, T = state.tokens_BxT.shape
-  prompt_B = queue.next_prompt + jnp.cumsum(queue.free_B.astype(jnp.int32)) - 1
-  take_B = queue.free_B & (prompt_B < N)
-  prompt_B = jnp.where(take_B, prompt_B, queue.prompt_B)
-  take = lambda new_B, old_B: jnp.where(take_B.reshape((B,) + (1,) * (old_B.ndim - 1)), new_B, old_B)  # noqa
-  gather = lambda x_N: x_N[prompt_B]  # noqa: E731
-  tokens_BxT = jnp.full((B, T), pad_id, jnp.int32).at[:, :P].set(gather(queue.tokens_NxP))
+  P = queue.tokens_NxP.shape[1]
+  row = jnp.argmax(queue.free_B).astype(jnp.int32)
+  k = queue.next_prompt
+  take_B = jnp.arange(B) == row
+  take = lambda new, old_B: jnp.where(take_B.reshape((B,) + (1,) * (old_B.ndim - 1)), new, old_B)  # noqa: E731
   zero = lambda x: take(jnp.zeros_like(x), x)  # noqa: E731
+  tokens_1xP = jax.lax.dynamic_slice_in_dim(queue.tokens_NxP, k, 1, axis=0)
+  tokens_1xT = jnp.full((1, T), pad_id, jnp.int32).at[:, :P].set(tokens_1xP)
+  length = queue.prompt_lengths_N[k]
   state = state.replace(
-      tokens_BxT=take(tokens_BxT, state.tokens_BxT), lengths_B=take(gather(queue.prompt_lengths_N), state.lengths_B),
-      done_B=take(False, state.done_B), prompt_lengths_B=take(gather(queue.prompt_lengths_N), state.prompt_lengths_B),
-      max_new_B=take(gather(queue.max_new_N), state.max_new_B),
+      tokens_BxT=take(tokens_1xT, state.tokens_BxT), lengths_B=take(length, state.lengths_B),
+      done_B=take(False, state.done_B), prompt_lengths_B=take(length, state.prompt_lengths_B),
+      max_new_B=take(queue.max_new_N[k], state.max_new_B),
       stats=jax.tree_util.tree_map(zero, state.stats), records=jax.tree_util.tree_map(zero, state.records),
       n_records_B=None if state.n_records_B is None else zero(state.n_records_B),
       sources_BxT=None if state.sources_BxT is None else take(jnp.int8(state_lib.PROMPT), state.sources_BxT),
-      row_params=jax.tree_util.tree_map(lambda x_N, x_B: take(gather(x_N), x_B), queue.row_params_N,
-                                        state.row_params))
-
-  def prefill_next(carry):
-    state, pending_B = carry
-    row = jnp.argmax(pending_B).astype(jnp.int32)
-    tokens_1xP = jax.lax.dynamic_slice_in_dim(queue.tokens_NxP, prompt_B[row], 1, axis=0)
-    return prefill_row(state, row, tokens_1xP), pending_B.at[row].set(False)
-
-  state, _ = jax.lax.while_loop(lambda carry: jnp.any(carry[1]), prefill_next, (state, take_B))
-  queue = queue.replace(prompt_B=prompt_B, free_B=queue.free_B & ~take_B,
-                        next_prompt=queue.next_prompt + jnp.sum(take_B).astype(jnp.int32))
+      row_params=jax.tree_util.tree_map(lambda x_N, x_B: take(x_N[k], x_B), queue.row_params_N, state.row_params))
+  state = prefill_row(state, row, tokens_1xP, length)
+  queue = queue.replace(prompt_B=take(k, queue.prompt_B), free_B=queue.free_B & ~take_B, next_prompt=k + 1)
   return state, queue
 
 
-def loop(state: DecodeState, queue: Queue, step: Callable[[DecodeState], DecodeState],
-         prefill_row: Callable[[DecodeState, jax.Array, jax.Array], DecodeState], pad_id: int) -> Generation:
-  """Decodes until every prompt is done: after each step, harvests finished rows and refills them (skipped, one
-  predicate, when no row finished). Returns the results in prompt order."""
+def loop(state: DecodeState, queue: Queue, step: Callable[[DecodeState], DecodeState], prefill_row: PrefillRow,
+         pad_id: int) -> Generation:
+  """Decodes until every prompt is done: after each step, harvests finished rows and refills a free row while
+  prompts wait (skipped, one predicate, when there is nothing to do). Returns the results in prompt order."""
+  N = queue.tokens_NxP.shape[0]
 
   def body(carry):
     state, queue = carry
     state = step(state)
-
-    def turnover(carry):
-      state, queue = carry
-      return refill(state, harvest(state, queue), prefill_row, pad_id)
-
-    return jax.lax.cond(jnp.any(state.done_B & ~queue.free_B), turnover, lambda carry: carry, (state, queue))
+    finished = jnp.any(state.done_B & ~queue.free_B)
+    queue = jax.lax.cond(finished, harvest, lambda state, queue: queue, state, queue)
+    can_refill = jnp.any(queue.free_B) & (queue.next_prompt < N)
+    return jax.lax.cond(can_refill, lambda sq: refill(*sq, prefill_row, pad_id), lambda sq: sq, (state, queue))
 
   _, queue = jax.lax.while_loop(lambda carry: jnp.any(~carry[0].done_B), body, (state, queue))
   return queue.out

@@ -221,10 +221,10 @@ class SpeculativeDecoder:
     queue = continuous_lib.start(state, tokens_NxP, lengths_N, max_new_N, row_params)
     chunk = self.settings.prefill_chunk
 
-    def prefill_one(state, row, tokens_1xP):
+    def prefill_one(state, row, tokens_1xP, length):
       return state.replace(
-          target_cache=prefill_row(self.target, target_params, state.target_cache, row, tokens_1xP, chunk),
-          draft_cache=prefill_row(self.draft, draft_params, state.draft_cache, row, tokens_1xP, chunk))
+          target_cache=prefill_row(self.target, target_params, state.target_cache, row, tokens_1xP, chunk, length),
+          draft_cache=prefill_row(self.draft, draft_params, state.draft_cache, row, tokens_1xP, chunk, length))
 
     return continuous_lib.loop(state, queue, functools.partial(self._step, target_params, draft_params, rule_params),
                                prefill_one, self.settings.pad_id)
