@@ -30,12 +30,15 @@ class DecodeSettings:
   max_len: Optional[int] = None  # Upper bound on prompt + new tokens + one block; None: no bound.
   vocab_size: Optional[int] = None  # The tokenizer's; a draft and target whose heads differ by padding compare these.
   prefill_chunk: int = 256  # Prompt positions per prefill call (bounds its score tensor); 0: the prompt in one call.
+  refills_per_step: int = 4  # Continuous batching: most freed rows refilled after one step (the rest on the next).
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
       raise ValueError(f'max_new_tokens={self.max_new_tokens} must be >= 1.')
     if self.prefill_chunk < 0:
       raise ValueError(f'prefill_chunk={self.prefill_chunk} must be >= 0 (0 prefills the prompt in one call).')
+    if self.refills_per_step < 1:
+      raise ValueError(f'refills_per_step={self.refills_per_step} must be >= 1.')
     object.__setattr__(self, 'eos_ids', tuple(int(e) for e in self.eos_ids))
 
   @classmethod
@@ -196,7 +199,7 @@ class AutoregressiveDecoder:
                                                     self.settings.prefill_chunk, length))
 
     return continuous_lib.loop(state, queue, functools.partial(self._step, params), prefill_one,
-                               self.settings.pad_id)
+                               self.settings.pad_id, self.settings.refills_per_step)
 
   def generate(self, params, prompts: Sequence[Sequence[int]], rng: Optional[jax.Array] = None,
                buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS) -> Generation:

@@ -3,7 +3,7 @@
 Static batching runs each chunk of B prompts until its slowest row finishes, so rows that hit EOS or their budget
 early idle while the others decode. Here the loop holds a queue of every prompt. After each decode step, a row that
 has finished is harvested (its tokens, length, statistics, records and sources copied to the results at its
-prompt's index, so they come back in prompt order) and, while prompts wait, refilled (one row per step): the next
+prompt's index, so they come back in prompt order) and, while prompts wait, refilled (up to a few rows per step): the next
 waiting prompt is written into the row's token buffer and prefilled into that row's slot of every KV cache
 (`prefill_row`: the row alone, chunk by chunk up to its length, through the same cache), and decoding goes on.
 Everything is a fixed shape, so the loop compiles once per (N, P, B), however the rows finish.
@@ -82,8 +82,8 @@ def refill(state: DecodeState, queue: Queue, prefill_row: PrefillRow, pad_id: in
   length, budget, statistics, records, sources, rule parameters) and prefills its caches (`prefill_row(state, row,
   tokens_1xP, prompt_length)`). Returns (state, queue).
 
-  One row per call: several rows freed by one step are refilled on the following steps. A loop over them inside
-  the step would carry the caches through a nested while loop, which XLA:CPU copies whole.
+  One row per call; `loop` makes a few calls per step, unrolled: a while loop over the freed rows carried the caches,
+  and XLA:CPU copied them whole on every turnover.
   """
   B, T = state.tokens_BxT.shape
   P = queue.tokens_NxP.shape[1]
@@ -109,9 +109,10 @@ def refill(state: DecodeState, queue: Queue, prefill_row: PrefillRow, pad_id: in
 
 
 def loop(state: DecodeState, queue: Queue, step: Callable[[DecodeState], DecodeState], prefill_row: PrefillRow,
-         pad_id: int) -> Generation:
-  """Decodes until every prompt is done: after each step, harvests finished rows and refills a free row while
-  prompts wait (skipped, one predicate, when there is nothing to do). Returns the results in prompt order."""
+         pad_id: int, refills_per_step: int = 4) -> Generation:
+  """Decodes until every prompt is done: after each step, harvests finished rows and refills up to
+  `refills_per_step` free rows while prompts wait (each skipped, one predicate, when there is nothing to do).
+  Returns the results in prompt order."""
   N = queue.tokens_NxP.shape[0]
 
   def body(carry):
@@ -119,8 +120,11 @@ def loop(state: DecodeState, queue: Queue, step: Callable[[DecodeState], DecodeS
     state = step(state)
     finished = jnp.any(state.done_B & ~queue.free_B)
     queue = jax.lax.cond(finished, harvest, lambda state, queue: queue, state, queue)
-    can_refill = jnp.any(queue.free_B) & (queue.next_prompt < N)
-    return jax.lax.cond(can_refill, lambda sq: refill(*sq, prefill_row, pad_id), lambda sq: sq, (state, queue))
+    for _ in range(refills_per_step):  # Unrolled: a loop here would carry (and copy) the caches.
+      can_refill = jnp.any(queue.free_B) & (queue.next_prompt < N)
+      state, queue = jax.lax.cond(can_refill, lambda sq: refill(*sq, prefill_row, pad_id), lambda sq: sq,
+                                  (state, queue))
+    return state, queue
 
   _, queue = jax.lax.while_loop(lambda carry: jnp.any(~carry[0].done_B), body, (state, queue))
   return queue.out

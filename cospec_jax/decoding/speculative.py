@@ -227,7 +227,7 @@ class SpeculativeDecoder:
           draft_cache=prefill_row(self.draft, draft_params, state.draft_cache, row, tokens_1xP, chunk, length))
 
     return continuous_lib.loop(state, queue, functools.partial(self._step, target_params, draft_params, rule_params),
-                               prefill_one, self.settings.pad_id)
+                               prefill_one, self.settings.pad_id, self.settings.refills_per_step)
 
   def generate(self, target_params, draft_params, prompts: Sequence[Sequence[int]],
                rng: Optional[jax.Array] = None,
