@@ -9,15 +9,23 @@ from cospec_jax.train import defaults
 
 
 def _splits(data):
+  """Each split as the TFDS builder writes it: the arithmetic problems, then the transfer family's."""
   difficulty = arithmetic.Difficulty(**data.difficulty.to_dict())
-  sizes = {'train': data.train_size, 'validation': data.validation_size, 'test': data.test_size}
-  return {s: list(arithmetic.iter_problems(data.seed, s, n, difficulty)) for s, n in sizes.items()}
+  wording = arithmetic.Wording(**data.wording.to_dict())
+  n_transfer = round(data.train_size * data.transfer.train_share)
+  sizes = {'train': {'arithmetic': data.train_size - n_transfer, data.transfer.family: n_transfer},
+           'validation': {'arithmetic': data.validation_size, data.transfer.family: data.transfer.eval_size},
+           'test': {'arithmetic': data.test_size, data.transfer.family: data.transfer.eval_size}}
+  return {s: [p for family, n in counts.items()
+              for p in arithmetic.iter_problems(data.seed, s, n, difficulty, wording, family)]
+          for s, counts in sizes.items()}
 
 
 def test_no_overlap_at_the_pipelines_sizes():
   data = defaults.arithmetic_data(smoke=False)
   splits = _splits(data)
-  assert [len(splits[s]) for s in ('train', 'validation', 'test')] == [50_000, 500, 500]
+  assert [len(splits[s]) for s in ('train', 'validation', 'test')] == [50_000, 700, 700]
+  assert {p['family'] for p in splits['test']} == {'arithmetic', 'units'}
   for a, b in itertools.combinations(splits, 2):
     # By the question text, and by the content read back from it independently of the stored key.
     assert not {p['question'] for p in splits[a]} & {p['question'] for p in splits[b]}, (a, b)
@@ -35,11 +43,14 @@ def test_the_partition_holds_across_seeds():
     assert not test & {p['key'] for p in arithmetic.iter_problems(seed, 'train', 2_000, difficulty)}
 
 
-def test_key_matches_the_question():
-  for p in arithmetic.iter_problems(0, 'train', 200):
+@pytest.mark.parametrize('family', arithmetic.FAMILIES)
+def test_key_matches_the_question(family):
+  wording = arithmetic.Wording(**defaults.arithmetic_data(smoke=False).wording.to_dict())
+  for p in arithmetic.iter_problems(0, 'train', 200, wording=wording, family=family):
     assert arithmetic.key_of_question(p['question']) == p['key']
     assert arithmetic.split_of_key(p['key']) == 'train'
-  assert arithmetic.make_problem(0, 'test', 7) == list(arithmetic.iter_problems(0, 'test', 8))[7]
+  assert arithmetic.make_problem(0, 'test', 7, family=family) == list(
+      arithmetic.iter_problems(0, 'test', 8, family=family))[7]
 
 
 def test_too_small_a_space_is_named():

@@ -38,6 +38,74 @@ def test_builder_is_deterministic_and_right(tmp_path):
         assert {'+': int.__add__, '-': int.__sub__, '*': int.__mul__}[op](int(a), int(b)) == int(c)
 
 
+WORDED = arithmetic.Wording(swap_share=0.5, words_share=0.5, is_share=0.5, period_share=0.5,
+                            connectives='so,then,now', connective_share=0.75)
+_STEP = re.compile(r'(?:(so|then|now) )?(-?\d+)(?:([-+*])|( plus | minus | times ))(-?\d+)(=| is )(-?\d+)(\.?)')
+
+
+def _checked_steps(solution: str) -> list[tuple]:
+  """Reads every step line of a (terse or worded) solution independently and checks its arithmetic; returns
+  (connective, in words?, a, op, b, result) per line."""
+  out = []
+  for line in solution.splitlines()[:-1]:
+    word, a, symbol, spelled, b, equals, c, period = _STEP.fullmatch(line).groups()
+    op = symbol or {' plus ': '+', ' minus ': '-', ' times ': '*'}[spelled]
+    assert {'+': int.__add__, '-': int.__sub__, '*': int.__mul__}[op](int(a), int(b)) == int(c), line
+    out.append((word, (spelled is not None, equals, period), int(a), op, int(b), int(c)))
+  return out
+
+
+def test_terse_task_is_unchanged_by_the_wording_knobs():
+  """With wording off the problems are the ones earlier versions generated (the wording's draws are a separate
+  stream), so a terse run reproduces."""
+  assert arithmetic.make_problem(0, 'test', 0)['solution'] == '5-44=-39\n-39-29=-68\n#### -68'
+  worded = arithmetic.make_problem(0, 'test', 0, wording=WORDED)
+  terse = arithmetic.make_problem(0, 'test', 0)
+  assert {k: v for k, v in worded.items() if k != 'solution'} == {k: v for k, v in terse.items() if k != 'solution'}
+
+
+@pytest.mark.parametrize('family', arithmetic.FAMILIES)
+def test_every_wording_is_equivalent_and_each_variant_occurs(family):
+  """Worded solutions keep the answer and every step's arithmetic, each step continuing from the last result
+  (possibly as the second operand of + or *); swapped operands, words and each connective all occur; the question
+  fixes the answer (read independently for arithmetic, by the unit's factor for units)."""
+  seen = set()
+  for p in arithmetic.iter_problems(1, 'train', 300, wording=WORDED, family=family):
+    assert answers.extract_answer(p['solution']) == p['answer']
+    if family == 'arithmetic':
+      assert int(p['answer']) == _answer_from_question(p['question'])
+      value = int(re.match(r'Start with (\d+)', p['question']).group(1))
+    else:
+      big, larger, small, smaller = re.fullmatch(r'Convert (\d+) (\w+) (\d+) (\w+) to \w+\.', p['question']).groups()
+      factor = next(f for a, b, f in arithmetic.UNITS if (a, b) == (larger, smaller))
+      assert int(p['answer']) == int(big) * factor + int(small)
+      value = int(big)
+    for word, (spelled, equals, period), a, op, b, result in _checked_steps(p['solution']):
+      if a != value:  # Only + and * may swap, and then the last result is the second operand.
+        assert op in '+*' and b == value, p['solution']
+        seen.add('swapped')
+      seen.update({word, 'words' if spelled else 'symbols', equals, period})
+      value = result
+  assert {'so', 'then', 'now', None, 'words', 'symbols', 'swapped', '=', ' is ', '.', ''} <= seen, seen
+
+
+def test_wording_knobs_are_checked():
+  with pytest.raises(ValueError, match='swap_share'):
+    arithmetic.Wording(swap_share=1.5)
+  with pytest.raises(ValueError, match='needs connectives'):
+    arithmetic.Wording(connective_share=0.5)
+
+
+def test_builder_mixes_in_the_transfer_family(tmp_path):
+  config = arithmetic_tfds.ArithmeticConfig(name='mix', seed=0, train_size=50, validation_size=6, test_size=6,
+                                            wording=WORDED, transfer_family='units', transfer_train_share=0.2,
+                                            transfer_eval_size=4)
+  splits = {s: arithmetic_tfds.load_split(s, str(tmp_path), config) for s in ('train', 'validation', 'test')}
+  count = lambda s, f: sum(p['family'] == f for p in splits[s])  # noqa: E731
+  assert (count('train', 'arithmetic'), count('train', 'units')) == (40, 10)
+  assert [(count(s, 'arithmetic'), count(s, 'units')) for s in ('validation', 'test')] == [(6, 4), (6, 4)]
+
+
 def test_builder_loads_through_tfds(tmp_path):
   builder = arithmetic_tfds.ArithmeticBuilder(config='smoke', data_dir=str(tmp_path))
   builder.download_and_prepare()

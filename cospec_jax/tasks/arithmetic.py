@@ -1,9 +1,16 @@
 """A procedural multi-step arithmetic task in GSM8K's format: question, step-by-step solution, `#### <answer>`.
 
   question: "Start with 23. Add 5. Times 3. Minus 40."
-  solution: "23+5=28\n28*3=84\n84-40=44\n#### 44"
+  solution: "23+5=28\n28*3=84\n84-40=44\n#### 44"                           (terse, the default)
+            "so 5+23=28.\n28 times 3 is 84\nthen 84-40=44\n#### 44"        (with freedom of wording)
 
-The wording is terse on purpose: every character costs training compute on a CPU.
+`Wording` lets each step be written in several equivalent ways (operand order for + and *, the operation as a
+symbol or a word, '=' or ' is ', a closing period or none, an optional connective word), drawn at random per step: two models trained on the same data then disagree often on
+wording and rarely on substance, as real draft/target pairs do. The answer checker reads only `#### <answer>`.
+
+A second family, `units` ("Convert 3 weeks 4 days to days." -> "3*7=21\n21+4=25\n#### 25", with the same wording
+freedom), can join the training mixture: the transfer family, on which an arbiter trained on arithmetic alone is
+evaluated.
 
 Every problem is a pure function of (seed, split, index), so a data set is reproducible anywhere without storing it.
 
@@ -18,11 +25,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import zlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 OPERATIONS = {'+': 'Add {}.', '-': 'Minus {}.', '*': 'Times {}.'}
+OPERATION_WORDS = {'+': 'plus', '-': 'minus', '*': 'times'}
+# The transfer family's conversions: (larger unit, smaller unit, smaller units per larger one).
+UNITS = (('weeks', 'days', 7), ('days', 'hours', 24), ('feet', 'inches', 12), ('hours', 'minutes', 60),
+         ('years', 'months', 12), ('minutes', 'seconds', 60))
+FAMILIES = ('arithmetic', 'units')
 _SPLIT_IDS = {'train': 0, 'validation': 1, 'test': 2}
 N_BUCKETS = 10
 SPLIT_BUCKETS = {'train': range(0, 8), 'validation': range(8, 9), 'test': range(9, 10)}  # 80/10/10 of the space.
@@ -53,10 +65,40 @@ class Difficulty:
       raise ValueError(f'multiply_share={self.multiply_share} must be in [0, 1].')
 
 
-def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+@dataclasses.dataclass(frozen=True)
+class Wording:
+  """How freely a solution step is written; every rendering of a step is equivalent. The defaults (all off) give
+  the terse task, '18*3=54'."""
+
+  swap_share: float = 0.0  # Probability that a + or * step writes its operands swapped ('3*18=54').
+  words_share: float = 0.0  # Probability that the operation is a word ('18 times 3=54').
+  is_share: float = 0.0  # Probability that the result follows ' is ' ('18*3 is 54').
+  period_share: float = 0.0  # Probability that a step ends with a period ('18*3=54.').
+  connectives: str = ''  # Comma-separated words that may open a step, e.g. 'so,then'.
+  connective_share: float = 0.0  # Probability that a step opens with one of them (chosen uniformly).
+
+  def __post_init__(self):
+    for name in ('swap_share', 'words_share', 'is_share', 'period_share', 'connective_share'):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f'Wording({name}={getattr(self, name)}) must be a probability in [0, 1].')
+    if self.connective_share > 0 and not self.words():
+      raise ValueError(f'Wording(connective_share={self.connective_share}) needs connectives, e.g. "so,then".')
+    if any(not w.isalpha() for w in self.words()):
+      raise ValueError(f'Wording(connectives={self.connectives!r}): give comma-separated words of letters.')
+
+  def words(self) -> list[str]:
+    return [w.strip() for w in self.connectives.split(',') if w.strip()]
+
+  @property
+  def free(self) -> bool:
+    return bool(self.swap_share or self.words_share or self.is_share or self.period_share or self.connective_share)
+
+
+def _rng(seed: int, split: str, index: int, *stream: int) -> np.random.Generator:
+  """The generator of candidate `index` of `split`; `stream` separates independent draws (a family, the wording)."""
   if split not in _SPLIT_IDS:
     raise ValueError(f'split={split!r}; use one of {sorted(_SPLIT_IDS)}.')
-  return np.random.default_rng([seed, _SPLIT_IDS[split], index])
+  return np.random.default_rng([seed, _SPLIT_IDS[split], index, *stream])
 
 
 def _pick_operation(rng: np.random.Generator, difficulty: Difficulty) -> str:
@@ -73,12 +115,21 @@ def problem_key(start: int, steps) -> str:
   return str(start) + ''.join(f'{op}{operand}' for op, operand in steps)
 
 
+def units_key(big: int, unit: int, small: int) -> str:
+  """The canonical content of a conversion problem, e.g. 'units:3 weeks 4 days'."""
+  larger, smaller, _ = UNITS[unit]
+  return f'units:{big} {larger} {small} {smaller}'
+
+
 def key_of_question(question: str) -> str:
-  """`problem_key` recovered from a question's text ('Start with 18. Times 3.' -> '18*3')."""
+  """The problem key recovered from a question's text ('Start with 18. Times 3.' -> '18*3'; 'Convert 3 weeks 4 days
+  to days.' -> 'units:3 weeks 4 days')."""
+  if question.startswith('Convert '):
+    return 'units:' + question[len('Convert '):].split(' to ')[0]
   words = {text.split()[0]: op for op, text in OPERATIONS.items()}
   sentences = [s.strip() for s in question.split('.') if s.strip()]
   if not sentences or not sentences[0].startswith('Start with '):
-    raise ValueError(f'Not an arithmetic question: {question!r}.')
+    raise ValueError(f'Not an arithmetic or units question: {question!r}.')
   steps = [(words[w.split()[0]], int(w.split()[1])) for w in sentences[1:]]
   return problem_key(int(sentences[0].split()[-1]), steps)
 
@@ -101,30 +152,79 @@ def _draw(rng: np.random.Generator, difficulty: Difficulty) -> tuple[int, list[t
   return start, steps
 
 
-def render(start: int, steps) -> dict:
-  """{'question', 'solution', 'answer', 'steps', 'key'} of the problem (start, steps)."""
-  value, question, lines = start, [f'Start with {start}.'], []
+def _draw_units(rng: np.random.Generator, difficulty: Difficulty) -> tuple[int, int, int]:
+  """A candidate conversion: (amount of the larger unit, index into UNITS, amount of the smaller unit)."""
+  unit = int(rng.integers(len(UNITS)))
+  return int(rng.integers(1, difficulty.max_start + 1)), unit, int(rng.integers(1, UNITS[unit][2]))
+
+
+def write_step(value: int, op: str, operand: int, result: int, wording: Wording = Wording(),
+               rng: np.random.Generator = None) -> str:
+  """One solution line, '18*3=54', or an equivalent rendering drawn with `rng` as `wording` allows."""
+  if not wording.free:
+    return f'{value}{op}{operand}={result}'
+  connective = rng.random() < wording.connective_share
+  word = wording.words()[rng.integers(len(wording.words()))] + ' ' if connective else ''
+  a, b = (operand, value) if op in '+*' and rng.random() < wording.swap_share else (value, operand)
+  operation = f' {OPERATION_WORDS[op]} ' if rng.random() < wording.words_share else op
+  equals = ' is ' if rng.random() < wording.is_share else '='
+  period = '.' if rng.random() < wording.period_share else ''
+  return f'{word}{a}{operation}{b}{equals}{result}{period}'
+
+
+def solve(start: int, steps, wording: Wording = Wording(), rng: np.random.Generator = None) -> tuple[str, int]:
+  """(solution text ending in '#### <answer>', answer) of applying `steps` ([(op, operand), ...]) to `start`."""
+  value, lines = start, []
   for op, operand in steps:
     result = {'+': value + operand, '-': value - operand, '*': value * operand}[op]
-    question.append(OPERATIONS[op].format(operand))
-    lines.append(f'{value}{op}{operand}={result}')
+    lines.append(write_step(value, op, operand, result, wording, rng))
     value = result
   lines.append(f'#### {value}')
-  return {'question': ' '.join(question), 'solution': '\n'.join(lines), 'answer': str(value),
-          'steps': len(lines) - 1, 'key': problem_key(start, steps)}
+  return '\n'.join(lines), value
 
 
-def iter_problems(seed: int, split: str, n: int, difficulty: Difficulty = Difficulty()) -> Iterator[dict]:
-  """The first `n` problems of `split`: candidates drawn from (seed, split, attempt) for attempt = 0, 1, ..., keeping
-  those whose key belongs to `split` (and, in UNIQUE_SPLITS, that have not appeared before in it)."""
+def render(start: int, steps, wording: Wording = Wording(), rng: np.random.Generator = None) -> dict:
+  """{'question', 'solution', 'answer', 'steps', 'key', 'family'} of the arithmetic problem (start, steps)."""
+  solution, value = solve(start, steps, wording, rng)
+  question = ' '.join([f'Start with {start}.'] + [OPERATIONS[op].format(operand) for op, operand in steps])
+  return {'question': question, 'solution': solution, 'answer': str(value), 'steps': len(steps),
+          'key': problem_key(start, steps), 'family': 'arithmetic'}
+
+
+def render_units(big: int, unit: int, small: int, wording: Wording = Wording(), rng: np.random.Generator = None
+                 ) -> dict:
+  """The conversion problem 'Convert <big> <larger> <small> <smaller> to <smaller>.', solved in two steps."""
+  larger, smaller, factor = UNITS[unit]
+  solution, value = solve(big, [('*', factor), ('+', small)], wording, rng)
+  return {'question': f'Convert {big} {larger} {small} {smaller} to {smaller}.', 'solution': solution,
+          'answer': str(value), 'steps': 2, 'key': units_key(big, unit, small), 'family': 'units'}
+
+
+def _candidate(seed: int, split: str, attempt: int, difficulty: Difficulty, wording: Wording, family: str
+               ) -> tuple[str, Callable[[], dict]]:
+  """(key, render it) of candidate `attempt`: the content and the wording come from separate streams, so the terse
+  task's problems do not depend on the wording's draws."""
+  if family == 'arithmetic':
+    start, steps = _draw(_rng(seed, split, attempt), difficulty)
+    return problem_key(start, steps), lambda: render(start, steps, wording, _rng(seed, split, attempt, 0, 1))
+  big, unit, small = _draw_units(_rng(seed, split, attempt, 1), difficulty)
+  return units_key(big, unit, small), lambda: render_units(big, unit, small, wording,
+                                                           _rng(seed, split, attempt, 1, 1))
+
+
+def iter_problems(seed: int, split: str, n: int, difficulty: Difficulty = Difficulty(), wording: Wording = Wording(),
+                  family: str = 'arithmetic') -> Iterator[dict]:
+  """The first `n` problems of `family` in `split`: candidates drawn from (seed, split, attempt) for attempt = 0, 1,
+  ..., keeping those whose key belongs to `split` (and, in UNIQUE_SPLITS, that have not appeared before in it)."""
+  if family not in FAMILIES:
+    raise ValueError(f'family={family!r}; choose one of {FAMILIES}.')
   seen, kept = set(), 0
   patience = 100 * N_BUCKETS  # Attempts in a row without a new problem before the space counts as exhausted.
   misses = 0
   for attempt in itertools.count():
     if kept == n:
       return
-    start, steps = _draw(_rng(seed, split, attempt), difficulty)
-    key = problem_key(start, steps)
+    key, make = _candidate(seed, split, attempt, difficulty, wording, family)
     if split_of_key(key) != split or (split in UNIQUE_SPLITS and key in seen):
       misses += 1
       if misses > patience:
@@ -134,12 +234,13 @@ def iter_problems(seed: int, split: str, n: int, difficulty: Difficulty = Diffic
     misses = 0
     seen.add(key)
     kept += 1
-    yield render(start, steps)
+    yield make()
 
 
-def make_problem(seed: int, split: str, index: int, difficulty: Difficulty = Difficulty()) -> dict:
-  """Problem `index` of `split` (see iter_problems): {'question', 'solution', 'answer', 'steps', 'key'}."""
-  return next(itertools.islice(iter_problems(seed, split, index + 1, difficulty), index, None))
+def make_problem(seed: int, split: str, index: int, difficulty: Difficulty = Difficulty(), wording: Wording = Wording(),
+                 family: str = 'arithmetic') -> dict:
+  """Problem `index` of `split` (see iter_problems): {'question', 'solution', 'answer', 'steps', 'key', 'family'}."""
+  return next(itertools.islice(iter_problems(seed, split, index + 1, difficulty, wording, family), index, None))
 
 
 def problem_id(seed: int, split: str, index: int) -> int:

@@ -20,22 +20,27 @@ from cospec_jax.tasks import arithmetic
 
 @dataclasses.dataclass
 class ArithmeticConfig(tfds.core.BuilderConfig):
-  """One variant of the task: its seed, split sizes and difficulty."""
+  """One variant of the task: its seed, split sizes, difficulty and wording, and the transfer family's share."""
 
   seed: int = 0
   train_size: int = 20_000
   validation_size: int = 500
   test_size: int = 500
   difficulty: arithmetic.Difficulty = arithmetic.Difficulty()
+  wording: arithmetic.Wording = arithmetic.Wording()
+  transfer_family: str = ''  # A second family ('units') in the mixture; '' for arithmetic alone.
+  transfer_train_share: float = 0.0  # Its share of the training problems.
+  transfer_eval_size: int = 0  # Its problems in validation and in test (each), after the arithmetic ones.
 
 
 class ArithmeticBuilder(tfds.core.GeneratorBasedBuilder):
   """Multi-step arithmetic word problems with GSM8K-style solutions."""
 
   name = 'cospec_arithmetic'
-  VERSION = tfds.core.Version('2.0.0')
+  VERSION = tfds.core.Version('3.0.0')
   RELEASE_NOTES = {'1.0.0': 'First version.',
-                   '2.0.0': 'Disjoint splits: each split owns a hash bucket of problem keys; a `key` feature.'}
+                   '2.0.0': 'Disjoint splits: each split owns a hash bucket of problem keys; a `key` feature.',
+                   '3.0.0': 'Freedom of wording; a transfer family in the mixture; a `family` feature.'}
   BUILDER_CONFIGS = [
       ArithmeticConfig(name='default', description='2-4 steps of +, -, *.'),
       ArithmeticConfig(name='smoke', description='Tiny splits for tests.', train_size=64, validation_size=16,
@@ -54,6 +59,7 @@ class ArithmeticBuilder(tfds.core.GeneratorBasedBuilder):
             'solution': tfds.features.Text(),
             'answer': tfds.features.Text(),
             'key': tfds.features.Text(),  # Canonical content (arithmetic.problem_key); decides the split.
+            'family': tfds.features.Text(),  # 'arithmetic' or the transfer family.
             'steps': tfds.features.Scalar(dtype=np.int32),
             'index': tfds.features.Scalar(dtype=np.int32),
         }),
@@ -68,9 +74,21 @@ class ArithmeticBuilder(tfds.core.GeneratorBasedBuilder):
             'test': self._generate_examples('test', c.test_size)}
 
   def _generate_examples(self, split: str, n: int):
+    """The split's arithmetic problems, then its transfer-family problems (a share of train; transfer_eval_size in
+    validation and test)."""
     c = self.builder_config
-    for i, problem in enumerate(arithmetic.iter_problems(c.seed, split, n, c.difficulty)):
-      yield arithmetic.problem_id(c.seed, split, i), dict(problem, index=i)
+    if not c.transfer_family:
+      counts = {'arithmetic': n}
+    elif split == 'train':
+      n_transfer = int(round(n * c.transfer_train_share))
+      counts = {'arithmetic': n - n_transfer, c.transfer_family: n_transfer}
+    else:
+      counts = {'arithmetic': n, c.transfer_family: c.transfer_eval_size}
+    i = 0
+    for family, count in counts.items():
+      for problem in arithmetic.iter_problems(c.seed, split, count, c.difficulty, c.wording, family):
+        yield arithmetic.problem_id(c.seed, split, i), dict(problem, index=i)
+        i += 1
 
 
 def load_split(split: str, data_dir: str, config: ArithmeticConfig) -> list[dict]:

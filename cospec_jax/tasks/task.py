@@ -45,14 +45,22 @@ def _texts(tokenizer: Tokenizer, completions, stops: Sequence[str]) -> list[str]
 
 @dataclasses.dataclass
 class Arithmetic:
-  """The embedded task: 'Start with 18. Times 3.' -> '18*3=54\\n#### 54'."""
+  """The embedded task: 'Start with 18. Times 3.' -> '18*3=54\\n#### 54'. Its splits may mix in a transfer family
+  ('units'); each task object serves one `family` (`name` is the family)."""
 
   tokenizer: Tokenizer
   splits: dict
   name: str = 'arithmetic'
 
   def problems(self, split: str) -> list[dict]:
-    return self.splits[split]
+    return [p for p in self.splits[split] if p.get('family', 'arithmetic') == self.name]
+
+  def families(self) -> list[str]:
+    """Every family in the data, arithmetic first."""
+    return list(dict.fromkeys(p.get('family', 'arithmetic') for s in self.splits.values() for p in s))
+
+  def for_family(self, family: str) -> 'Arithmetic':
+    return dataclasses.replace(self, name=family)
 
   def prompt(self, problem: dict) -> list[int]:
     return data_lib.prompt_ids(self.tokenizer, problem['question'])

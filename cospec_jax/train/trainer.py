@@ -87,11 +87,20 @@ def task_from_config(cfg: ml_collections.ConfigDict):
   """(ArithmeticConfig, Tokenizer) for config.data."""
   from cospec_jax.tasks import arithmetic_tfds  # TFDS is imported only by code that builds data.
   difficulty = arithmetic.Difficulty(**cfg.difficulty.to_dict())
-  # The name carries a digest of every field, so a changed field never reuses data built for another.
+  wording = arithmetic.Wording(**cfg.wording.to_dict()) if 'wording' in cfg else arithmetic.Wording()
+  transfer = cfg.transfer.to_dict() if 'transfer' in cfg else {'family': '', 'train_share': 0.0, 'eval_size': 0}
+  if transfer['family'] not in ('',) + arithmetic.FAMILIES[1:]:
+    raise ValueError(f'config.data.transfer.family={transfer["family"]!r}; choose one of '
+                     f'{("",) + arithmetic.FAMILIES[1:]} ("" for arithmetic alone).')
   fields = (cfg.seed, cfg.train_size, cfg.validation_size, cfg.test_size, difficulty)
+  if wording.free or transfer['family']:  # The terse task keeps its name (and its data sets on disk).
+    fields += (wording, tuple(sorted(transfer.items())))
+  # The name carries a digest of every field, so a changed field never reuses data built for another.
   builder_config = arithmetic_tfds.ArithmeticConfig(
-      name=f'{cfg.name}_{zlib.crc32(repr(fields).encode()):08x}', seed=cfg.seed, train_size=cfg.train_size, validation_size=cfg.validation_size,
-      test_size=cfg.test_size, difficulty=difficulty)
+      name=f'{cfg.name}_{zlib.crc32(repr(fields).encode()):08x}', seed=cfg.seed, train_size=cfg.train_size,
+      validation_size=cfg.validation_size, test_size=cfg.test_size, difficulty=difficulty, wording=wording,
+      transfer_family=transfer['family'], transfer_train_share=transfer['train_share'],
+      transfer_eval_size=transfer['eval_size'])
   return builder_config, CharTokenizer()
 
 
@@ -218,16 +227,24 @@ def train(config: ml_collections.ConfigDict, workdir: str, config_flag: str = '-
                               bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id,
                               pad_token_id=tokenizer.pad_id)
   # Validation, not test: the test split is read once, by the comparison table (cospec_jax/evaluate.py).
-  validation = splits['validation'][:config.eval.num_examples]
-  evaluation = greedy_accuracy(model, state.params, tokenizer, validation, config.eval.batch_size,
-                               config.eval.max_new_tokens)
+  by_family = {}
+  for p in splits['validation']:
+    by_family.setdefault(p.get('family', 'arithmetic'), []).append(p)
+  evaluation = greedy_accuracy(model, state.params, tokenizer, by_family['arithmetic'][:config.eval.num_examples],
+                               config.eval.batch_size, config.eval.max_new_tokens)
   result = {'name': config.name, 'step': int(state.step), 'params': model.num_params(), 'train_seconds': train_seconds,
             'final_metrics': {k: float(v) for k, v in last.items()}, 'validation_accuracy': evaluation['accuracy'],
             'validation_correct': evaluation['correct'], 'validation_total': evaluation['total'],
             'hf_checkpoint': hf_dir}
+  for family, problems in by_family.items():  # The transfer family, trained in the mixture.
+    if family != 'arithmetic':
+      result[f'{family}_validation_accuracy'] = greedy_accuracy(
+          model, state.params, tokenizer, problems[:config.eval.num_examples], config.eval.batch_size,
+          config.eval.max_new_tokens)['accuracy']
   _write_json(os.path.join(workdir, 'eval.json'), dict(result, per_problem=evaluation['per_problem']))
   print(f'{config.name}: {model.num_params():,} params, step {result["step"]}, '
-        f'validation accuracy {evaluation["correct"]}/{evaluation["total"]} = {evaluation["accuracy"]:.1%}')
+        f'validation accuracy {evaluation["correct"]}/{evaluation["total"]} = {evaluation["accuracy"]:.1%}' + ''.join(
+            f', {k} {v:.1%}' for k, v in result.items() if k.endswith('_validation_accuracy') and k != 'validation_accuracy'))
   return result
 
 
