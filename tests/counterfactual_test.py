@@ -121,6 +121,14 @@ def test_keep_labels_trade_answers_for_speed():
   keep, weight = counterfactual.keep_labels(forks, lam=1.0, speed_bonus=0.2)
   np.testing.assert_array_equal(keep, [1, 0, 1])  # ...and "keep, it is faster" at lam > 0.
   np.testing.assert_allclose(weight, [1.2, 0.8, 0.2])
+  # With a deviation cost a keep must pay for its risk: "target" at lam 0 where nothing changes, "draft" once the
+  # speed bonus outweighs the cost.
+  keep, weight = counterfactual.keep_labels(forks, lam=0.0, speed_bonus=0.5, deviation_cost=0.1)
+  np.testing.assert_array_equal(keep, [1, 0, 0])
+  np.testing.assert_allclose(weight, [0.9, 1.1, 0.1], rtol=1e-6)
+  keep, weight = counterfactual.keep_labels(forks, lam=1.0, speed_bonus=0.5, deviation_cost=0.1)
+  np.testing.assert_array_equal(keep, [1, 0, 1])
+  np.testing.assert_allclose(weight, [1.4, 0.6, 0.4], rtol=1e-6)
 
 
 def test_interval_and_paired_test():

@@ -9,7 +9,7 @@ starts from there. The warm-started state is checkpointed as step 0.
 Each REINFORCE step draws P training prompts (a pure function of (seed, step)), gives each a `lam` from
 `config.rl.lams`, and decodes K rollouts of each with the stochastic policy in one compiled call. Reward =
 final-answer correctness (the task's own scorer: answer match, or tests passed in the sandbox) + lam * (tokens per
-target call) / (gamma + 1). A leave-one-out baseline within each prompt's K rollouts gives the advantages; the
+target call) / (gamma + 1) * config.rl.speed_weight. A leave-one-out baseline within each prompt's K rollouts gives the advantages; the
 update is `reinforce.make_update`. Policy, optimizer state, step and RNG are checkpointed with orbax, so a killed
 run resumes exactly.
 
@@ -88,12 +88,13 @@ def decoder_for(target, draft, config: ml_collections.ConfigDict, tokenizer, sam
       max_decisions=max_decisions, mesh=mesh)
 
 
-def rewards(generation, problems, task, lam_B: np.ndarray, gamma: int) -> tuple[np.ndarray, np.ndarray]:
-  """(reward_B, correct_B) on the host."""
+def rewards(generation, problems, task, lam_B: np.ndarray, gamma: int, speed_weight: float = 1.0
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """(reward_B, correct_B) on the host: correct + lam * speed_weight * (tokens per target call) / (gamma + 1)."""
   correct_B = task.score(generation.completions(), problems).astype(np.float32)
   st = sharding.fetch(generation.stats)
   tau_B = st.generated_B / np.maximum(st.target_calls_B, 1)
-  return correct_B + lam_B * tau_B / (gamma + 1), correct_B
+  return correct_B + lam_B * speed_weight * tau_B / (gamma + 1), correct_B
 
 
 def make_optimizer(rl: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -128,7 +129,7 @@ def warm_start(config: ml_collections.ConfigDict, workdir: str, state: ArbiterSt
           f'{int(np.sum(forks.target_right_N & ~forks.fork_right_N))} break a right one ({time.time() - t0:.0f} s)')
   policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
   params, loss = counterfactual.fit_policy(policy, state.params, forks, config.rl.lams, ws.speed_bonus, ws.steps,
-                                           ws.learning_rate)
+                                           ws.learning_rate, deviation_cost=ws.deviation_cost)
   print(f'arbiter warm start: fitted, loss {loss:.4f}')
   return state.replace(params=params, opt_state=make_optimizer(config.rl).init(params))
 
@@ -184,7 +185,7 @@ def train_arbiter(config: ml_collections.ConfigDict, workdir: str, config_flag: 
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), step)
     generation = decoder.generate(target[1], draft[1], prompts, rng,
                                   rule_params={'policy': state.params, 'lam': jnp.asarray(lam_B)})
-    reward_B, correct_B = rewards(generation, problems, task, lam_B, rl.gamma)
+    reward_B, correct_B = rewards(generation, problems, task, lam_B, rl.gamma, rl.speed_weight)
     advantages_B = reinforce.leave_one_out_advantages(jnp.asarray(reward_B).reshape(P, K)).reshape(-1)
     advantages_B = prompts_lib.place(mesh, np.asarray(advantages_B))[0]
     params, opt_state, metrics = update(state.params, state.opt_state, generation.records, advantages_B)

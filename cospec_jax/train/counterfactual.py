@@ -133,22 +133,29 @@ def _fit(loss_fn, params, steps: int, learning_rate: float):
   return params, float(loss)
 
 
-def keep_labels(forks: Forks, lam: float, speed_bonus: float) -> tuple[np.ndarray, np.ndarray]:
+def keep_labels(forks: Forks, lam: float, speed_bonus: float, deviation_cost: float = 0.0
+                ) -> tuple[np.ndarray, np.ndarray]:
   """(keep_N, weight_N): keeping the draft's token changes the reward by
-  delta = fork_right - target_right + lam * speed_bonus; keep where delta > 0, weighted by |delta|."""
-  delta_N = forks.fork_right_N.astype(np.float32) - forks.target_right_N + lam * speed_bonus
+  delta = fork_right - target_right + lam * speed_bonus - deviation_cost; keep where delta > 0, weighted by |delta|.
+
+  A fork replays one deviation with the target continuing; an arbiter that keeps the draft at several mismatches
+  of one answer compounds their risks, which no single fork sees. `deviation_cost` charges each keep for that, so a
+  keep that changes nothing (a neutral fork) is labelled "target" at lam = 0 and "draft" once the speed bonus
+  outweighs the cost."""
+  delta_N = (forks.fork_right_N.astype(np.float32) - forks.target_right_N + lam * speed_bonus
+             - np.float32(deviation_cost))
   return (delta_N > 0).astype(np.float32), np.abs(delta_N)
 
 
 def fit_policy(policy: ArbiterPolicy, params, forks: Forks, lams: Sequence[float], speed_bonus: float, steps: int,
-               learning_rate: float, weight_decay: float = 1e-4):
+               learning_rate: float, weight_decay: float = 1e-4, deviation_cost: float = 0.0):
   """Supervised warm start of the arbiter: weighted logistic regression of `keep_labels` for every lam in `lams`
   (full batch), after setting the policy's input standardization from the same samples. Returns (params, loss)."""
   scalars, keep, weight = [], [], []
   for lam in lams:
     s = forks.scalars_NxF.copy()
     s[:, _LAM] = lam
-    k, w = keep_labels(forks, lam, speed_bonus)
+    k, w = keep_labels(forks, lam, speed_bonus, deviation_cost)
     scalars.append(s), keep.append(k), weight.append(w)
   reps = len(lams)
   scalars, keep, weight = (jnp.asarray(np.concatenate(x)) for x in (scalars, keep, weight))
@@ -169,7 +176,7 @@ JUDGE_LABELS = ('harm', 'fix_aware')
 
 
 def fit_judge(forks: Forks, labels: str = 'harm', lam: float = 1.0, speed_bonus: float = 0.2, steps: int = 1000,
-              learning_rate: float = 1e-2, weight_decay: float = 1e-3) -> dict:
+              learning_rate: float = 1e-2, weight_decay: float = 1e-3, deviation_cost: float = 0.0) -> dict:
   """The `judge` rule's head, a logistic regression on the target's hidden state. Returns {'w': [D], 'b': []}, the
   logit of "keeping the draft here is harmful" (the rule keeps the draft where its probability is below max_harm).
 
@@ -185,7 +192,7 @@ def fit_judge(forks: Forks, labels: str = 'harm', lam: float = 1.0, speed_bonus:
     y = jnp.asarray((forks.target_right_N & ~forks.fork_right_N).astype(np.float32))
     w = jnp.ones_like(y)
   else:
-    keep, weight = keep_labels(forks, lam, speed_bonus)
+    keep, weight = keep_labels(forks, lam, speed_bonus, deviation_cost)
     y, w = jnp.asarray(keep), jnp.asarray(weight)
 
   def loss_fn(p):
@@ -198,7 +205,8 @@ def fit_judge(forks: Forks, labels: str = 'harm', lam: float = 1.0, speed_bonus:
   return params if labels == 'harm' else jax.tree_util.tree_map(jnp.negative, params)
 
 
-def oracle_agreement(policy: ArbiterPolicy, params, forks: Forks, lam: float, speed_bonus: float) -> dict:
+def oracle_agreement(policy: ArbiterPolicy, params, forks: Forks, lam: float, speed_bonus: float,
+                     deviation_cost: float = 0.0) -> dict:
   """How often the arbiter's greedy decision at each fork (the features it sees there, with `lam`) matches the
   counterfactual label (`keep_labels`). 'all': every fork; 'decisive': forks where keeping the draft changes the
   answer (fixes or breaks it), where a wrong decision costs accuracy."""
@@ -207,7 +215,7 @@ def oracle_agreement(policy: ArbiterPolicy, params, forks: Forks, lam: float, sp
   logit = policy.apply({'params': params}, jnp.asarray(scalars), jnp.asarray(forks.target_hidden_NxD),
                        jnp.asarray(forks.draft_hidden_NxD))
   keep_N = np.asarray(logit) > 0
-  label_N = keep_labels(forks, lam, speed_bonus)[0] > 0
+  label_N = keep_labels(forks, lam, speed_bonus, deviation_cost)[0] > 0
   match_N = keep_N == label_N
   decisive_N = forks.fork_right_N != forks.target_right_N
   return {'forks': int(len(match_N)), 'all': float(match_N.mean()) if len(match_N) else float('nan'),

@@ -21,6 +21,23 @@ def arithmetic_data(smoke: bool, **difficulty) -> ml_collections.ConfigDict:
       min_steps=2, max_steps=3, max_start=20, max_operand=20, max_multiplier=5, operations='+-*',
       multiply_share=1 / 3))
   data.difficulty.update(difficulty)
+  # Freedom of wording (tasks/arithmetic.Wording): each step may be written in equivalent ways, drawn per step, so
+  # two models disagree on wording (harmless) far more often than on substance. All 0 gives the terse task.
+  data.wording = ml_collections.ConfigDict(dict(
+      swap_share=0.5,  # '3*18=54' for '18*3=54' (+ and * only).
+      words_share=0.5,  # '18 times 3=54'.
+      is_share=0.5,  # '18*3 is 54'.
+      period_share=0.5,  # '18*3=54.'
+      connectives='so,then,now',  # Words that may open a step...
+      connective_share=0.75,  # ...with this probability (none and each word equally likely).
+  ))
+  # The transfer family: in the pair's training mixture; the arbiter is trained on arithmetic alone, and the table
+  # reports it on this family's test problems. family='' for arithmetic alone.
+  data.transfer = ml_collections.ConfigDict(dict(
+      family='units',  # 'Convert 3 weeks 4 days to days.'
+      train_share=0.2,  # Share of the training problems.
+      eval_size=16 if smoke else 200,  # Its problems in validation and in test (each).
+  ))
   return data
 
 
@@ -38,7 +55,7 @@ def train_config(smoke: bool, **overrides) -> ml_collections.ConfigDict:
   train = ml_collections.ConfigDict(dict(
       steps=20 if smoke else 1500,  # Optimizer steps.
       batch_size=8 if smoke else 32,  # Sequences per step.
-      max_len=88,  # Tokens per sequence (longer examples are an error).
+      max_len=128,  # Tokens per sequence (longer examples are an error).
       learning_rate=3e-3,  # Peak learning rate.
       warmup_steps=2 if smoke else 100,  # Linear warmup from 0.
       final_lr_fraction=0.05,  # Cosine decay ends at this fraction of the peak.
@@ -61,7 +78,7 @@ def eval_config(smoke: bool) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       num_examples=32 if smoke else 500,  # Test problems decoded greedily after training.
       batch_size=32 if smoke else 100,  # Rows per decode call.
-      max_new_tokens=64,  # Solution length cap.
+      max_new_tokens=88,  # Solution length cap (the longest worded solution is 83 tokens).
   ))
 
 
@@ -106,19 +123,25 @@ def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
       projection=16,  # Width each model's hidden state is projected to.
   ))
   config.warm_start = ml_collections.ConfigDict(dict(
-      problems=64 if smoke else 12_000,  # Training problems whose mismatches are forked and labelled; 0 skips.
+      problems=64 if smoke else 1_000,  # Training problems whose mismatches are forked and labelled; 0 skips.
       batch_size=32 if smoke else 128,  # Rows per decode call while forking.
       steps=50 if smoke else 1000,  # Full-batch Adam steps of the supervised fit.
       learning_rate=3e-3,
-      speed_bonus=0.2,  # Reward per kept draft token at lam = 1, in answers (about 1/(gamma+1) calls saved).
+      # Labels (counterfactual.keep_labels): keep the draft where P(fix) - P(break) + lam * speed_bonus
+      # - deviation_cost > 0. speed_bonus: the value, in answers, of keeping a draft token at lam = 1;
+      # deviation_cost: the price of any keep (risks compound over the keeps of one answer), so at lam = 0 a keep
+      # that changes nothing is refused.
+      speed_bonus=0.3,
+      deviation_cost=0.05,
   ))
   config.rl = ml_collections.ConfigDict(dict(
       steps=4 if smoke else 400,  # Policy updates after the warm start.
       prompts_per_step=4 if smoke else 16,  # P: distinct training prompts per update.
       rollouts_per_prompt=4 if smoke else 8,  # K: rollouts of each (the leave-one-out group).
-      lams=(0.0, 0.5, 1.0),  # Speed/accuracy knob values; each prompt group draws one.
+      lams=(0.0, 0.25, 0.5, 0.75, 1.0),  # Speed/accuracy knob values; each prompt group draws one.
+      speed_weight=1.0,  # Reward = correct + lam * speed_weight * (tokens per target call) / (gamma + 1).
       gamma=8,  # Draft tokens per target call (8 leaves fewer mismatches at bonus positions, out of CoSpec's reach).
-      max_new_tokens=16 if smoke else 64,  # Solution length cap.
+      max_new_tokens=16 if smoke else 88,  # Solution length cap.
       max_decisions=32,  # Decision slots recorded per rollout (more are dropped and counted).
       learning_rate=1e-4,
       entropy_coef=0.0,  # Entropy bonus weight.
