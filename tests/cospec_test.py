@@ -209,3 +209,30 @@ def test_settings_passed_as_rule_params_equal_fields(name, settings):
     np.testing.assert_array_equal(got, fixed)
     decisions.append(np.asarray(got))
   assert any(not np.array_equal(decisions[0], d) for d in decisions[1:])  # The settings matter here.
+
+
+def test_scalar_features_match_their_definitions():
+  """The one-pass features equal the textbook formulas: log-probabilities of both candidates under both models,
+  entropies, top-2 margins (with ties), positions and lam."""
+  from cospec_jax.decoding.cospec import SCALAR_FEATURES, scalar_features
+  B, G_, V = 3, 4, 7
+  keys = jax.random.split(jax.random.PRNGKey(3), 3)
+  target_logits = jnp.round(jax.random.normal(keys[0], (B, G_ + 1, V)) * 2) / 2  # Coarse: ties at the top.
+  draft_logits = jax.random.normal(keys[1], (B, G_, V))
+  block = rules.Block(jax.random.randint(keys[2], (B, G_), 0, V), draft_logits, target_logits,
+                      jnp.zeros((B, G_, 2)), jnp.zeros((B, G_ + 1, 2)), jnp.array([0, 3, 5]), jnp.full((B,), 10))
+  got = np.asarray(scalar_features(block, jnp.array([0.0, 0.5, 1.0])))
+  t_logp, d_logp = jax.nn.log_softmax(target_logits[:, :G_]), jax.nn.log_softmax(draft_logits)
+  t_tok = jnp.argmax(target_logits[:, :G_], -1)
+  at = lambda logp, tok: np.take_along_axis(np.asarray(logp), np.asarray(tok)[..., None], -1)[..., 0]  # noqa: E731
+  margin = lambda logp: np.diff(np.sort(np.asarray(logp), -1)[..., -2:], axis=-1)[..., 0]  # noqa: E731
+  entropy = lambda logp: -np.sum(np.exp(logp) * logp, -1)  # noqa: E731
+  expected = {'target_logp_draft': at(t_logp, block.draft_tokens_BxG), 'target_logp_target': at(t_logp, t_tok),
+              'draft_logp_draft': at(d_logp, block.draft_tokens_BxG), 'draft_logp_target': at(d_logp, t_tok),
+              'target_entropy': entropy(t_logp), 'draft_entropy': entropy(d_logp), 'target_margin': margin(t_logp),
+              'draft_margin': margin(d_logp), 'block_position': np.tile(np.arange(G_) / G_, (B, 1)),
+              'answer_position': (np.array([0, 3, 5])[:, None] + np.arange(G_)) / 10,
+              'lam': np.repeat([[0.0], [0.5], [1.0]], G_, 1)}
+  assert (expected['target_margin'] == 0).any()  # A tie at the top: margin 0.
+  for i, name in enumerate(SCALAR_FEATURES):
+    np.testing.assert_allclose(got[..., i], expected[name], atol=1e-5, err_msg=name)

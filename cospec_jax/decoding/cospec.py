@@ -15,14 +15,13 @@ so one policy yields a whole accuracy/speed curve.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cospec_jax.decoding.sampling import entropy
 from cospec_jax.decoding.rules import Block, Exact, Verdict, answer_index, scan_with_overrides
 
 SCALAR_FEATURES = ('target_logp_draft', 'target_logp_target', 'draft_logp_draft', 'draft_logp_target',
@@ -44,29 +43,38 @@ class Decisions:
   answer_index_BxG: jax.Array  # int32: its index in the generated answer.
 
 
-def _top2_margin(logp_xV: jax.Array) -> jax.Array:
-  top2 = jax.lax.top_k(logp_xV, 2)[0]
-  return top2[..., 0] - top2[..., 1]
+def _distribution_features(logits_BxGxV: jax.Array, tokens_BxGx1: Sequence[jax.Array]):
+  """(log-probabilities at each of `tokens_BxGx1`, entropy, top-2 margin) of softmax(logits), in one pass over the
+  vocabulary each: the log-normalizer once, no sort (the top-2 margin masks the argmax)."""
+  logits_BxGxV = logits_BxGxV.astype(jnp.float32)
+  finite_BxGxV = jnp.isfinite(logits_BxGxV)  # A warped-out token (-inf) contributes nothing.
+  lse_BxG = jax.nn.logsumexp(logits_BxGxV, axis=-1)
+  p_BxGxV = jnp.exp(logits_BxGxV - lse_BxG[..., None])
+  entropy_BxG = lse_BxG - jnp.sum(jnp.where(finite_BxGxV, p_BxGxV * logits_BxGxV, 0.0), axis=-1)
+  V = logits_BxGxV.shape[-1]
+  top_BxG = jnp.max(logits_BxGxV, axis=-1)
+  first_BxG = jnp.argmax(logits_BxGxV, axis=-1)
+  is_first_BxGxV = jnp.arange(V)[None, None, :] == first_BxG[..., None]
+  second_BxG = jnp.max(jnp.where(is_first_BxGxV, -jnp.inf, logits_BxGxV), axis=-1)
+  at = [jnp.take_along_axis(logits_BxGxV, t, axis=-1)[..., 0] - lse_BxG for t in tokens_BxGx1]
+  return at, entropy_BxG, top_BxG - second_BxG
 
 
 def scalar_features(block: Block, lam_B: jax.Array) -> jax.Array:
   """float32 [B, G, N_SCALAR_FEATURES] at each draft position, ordered as SCALAR_FEATURES."""
   B, G = block.draft_tokens_BxG.shape
-  target_logp_BxGxV = jax.nn.log_softmax(block.target_logits_BxG1xV[:, :G].astype(jnp.float32), axis=-1)
-  draft_logp_BxGxV = jax.nn.log_softmax(block.draft_logits_BxGxV.astype(jnp.float32), axis=-1)
-  target_tok_BxGx1 = jnp.argmax(target_logp_BxGxV, axis=-1)[..., None]
+  target_logits_BxGxV = block.target_logits_BxG1xV[:, :G]
+  target_tok_BxGx1 = jnp.argmax(target_logits_BxGxV, axis=-1)[..., None]
   draft_tok_BxGx1 = block.draft_tokens_BxG[..., None]
-  at = lambda logp, tok: jnp.take_along_axis(logp, tok, axis=-1)[..., 0]  # noqa: E731
+  (t_draft, t_target), t_entropy, t_margin = _distribution_features(target_logits_BxGxV,
+                                                                    (draft_tok_BxGx1, target_tok_BxGx1))
+  (d_draft, d_target), d_entropy, d_margin = _distribution_features(block.draft_logits_BxGxV,
+                                                                    (draft_tok_BxGx1, target_tok_BxGx1))
   floor = -30.0  # A token outside a warped support has log-prob -inf; the policy sees a large negative number.
   block_pos_BxG = jnp.broadcast_to(jnp.arange(G, dtype=jnp.float32)[None, :] / G, (B, G))
   answer_pos_BxG = answer_index(block) / jnp.maximum(block.max_new_B, 1)[:, None]
-  columns = [
-      at(target_logp_BxGxV, draft_tok_BxGx1), at(target_logp_BxGxV, target_tok_BxGx1),
-      at(draft_logp_BxGxV, draft_tok_BxGx1), at(draft_logp_BxGxV, target_tok_BxGx1),
-      entropy(target_logp_BxGxV), entropy(draft_logp_BxGxV),
-      _top2_margin(target_logp_BxGxV), _top2_margin(draft_logp_BxGxV),
-      block_pos_BxG, answer_pos_BxG.astype(jnp.float32), jnp.broadcast_to(lam_B[:, None], (B, G)),
-  ]
+  columns = [t_draft, t_target, d_draft, d_target, t_entropy, d_entropy, t_margin, d_margin,
+             block_pos_BxG, answer_pos_BxG.astype(jnp.float32), jnp.broadcast_to(lam_B[:, None], (B, G))]
   return jnp.maximum(jnp.stack(columns, axis=-1), floor)
 
 
