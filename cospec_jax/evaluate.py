@@ -15,6 +15,8 @@ labels CoSpec's warm start uses) over their thresholds, CoSpec over `lam` with t
    process at the accuracy run's batch size and at batch size 1 (on `timing.problems` problems), each the fastest of
    `timing.repeats` passes. On the test split's counterfactual forks: the oracle's mismatches, and how often each
    arbiter's decisions agree with the counterfactual labels, per lam (diagnostics: they feed no choice).
+3. Transfer. When the data mix in a second family (tasks/arithmetic.py's `units`), target-only, SPD and CoSpec at
+   the settings chosen above (the arbiter trained on arithmetic alone) on that family's test split.
 
 `run(config, workdir)` writes table.md, pareto.png (report.py) and then results.json (each atomically; results.json
 last: it is the stage's done marker), once everything has been measured, so a failing run leaves an earlier table
@@ -129,14 +131,16 @@ def decode(method: Method, target, draft, prompts, batch_size: int, settings: De
   next(iter(chunks()))[0].tokens_BxT.block_until_ready()  # Compile.
   seconds = []
   for _ in range(repeats):  # The same seeds every pass, so every pass decodes the same tokens.
-    completions, generated, calls = [], 0, 0
+    completions, generated, calls, steps = [], 0, 0, 0
     t0 = time.perf_counter()
     for gen, n in chunks():
       st = sharding.fetch(gen.stats)
       completions += gen.completions()[:n]
       generated, calls = generated + int(st.generated_B[:n].sum()), calls + int(st.target_calls_B[:n].sum())
+      steps += int(st.target_calls_B.max())  # Iterations of the decode loop: one batched target call each.
     seconds.append(time.perf_counter() - t0)
-  return {'completions': completions, 'generated': generated, 'target_calls': calls, 'seconds': min(seconds)}
+  return {'completions': completions, 'generated': generated, 'target_calls': calls, 'loop_steps': steps,
+          'seconds': min(seconds)}
 
 
 def _row(method: Method, out: dict, correct: np.ndarray) -> dict:
@@ -146,7 +150,8 @@ def _row(method: Method, out: dict, correct: np.ndarray) -> dict:
           'accuracy': float(correct.mean()), 'accuracy_ci95': wilson_interval(int(correct.sum()), len(correct)),
           'tokens_per_target_call': out['generated'] / max(out['target_calls'], 1),
           'target_calls_per_token': out['target_calls'] / max(out['generated'], 1),
-          'tokens_per_s': out['generated'] / out['seconds']}
+          'tokens_per_s': out['generated'] / out['seconds'],
+          'seconds_per_step': out['seconds'] / max(out['loop_steps'], 1)}  # Wall-clock per batched target call.
 
 
 def _summary(row: dict) -> dict:
@@ -207,10 +212,65 @@ def test_row(config, method: Method, seed_offset: int, target, draft, task, test
                t.timing.repeats, mesh)
   row = _row(method, full, task.score(full['completions'], test))
   row['tokens_per_s_batch1'] = one['generated'] / one['seconds']
+  row['seconds_per_step_batch1'] = one['seconds'] / max(one['loop_steps'], 1)
   row['validation'] = next((p for p in sweeps.get(row['family'], []) if p['method'] == method.name and 'accuracy' in p),
                            None)
   print(f'  test, {method.name}: {row["accuracy"]:.1%}', flush=True)
   return row
+
+
+TRANSFER_FAMILIES = ('target-only', 'spd greedy', 'cospec')
+
+
+def transfer_rows(config, task, chosen: Sequence[tuple[int, Method]], target, draft, settings, mesh, pad_to: int
+                  ) -> dict:
+  """Target-only, SPD and CoSpec, each at the setting chosen on the main task's validation (CoSpec's arbiter was
+  trained on the main task alone), on the test split of each other family in the data (the transfer task); accuracy
+  with paired tests against target-only. {family: {'problems': n, 'rows': [...]}}."""
+  out = {}
+  for family in getattr(task, 'families', lambda: [])()[1:]:
+    family_task = task.for_family(family)
+    problems = family_task.problems('test')
+    prompts = [family_task.prompt(p) for p in problems]
+    pad = max([pad_to] + [len(p) for p in prompts])  # The main table's compiled shape when the prompts fit it.
+    rows = []
+    for i, method in chosen:
+      if (method.family or method.name) not in TRANSFER_FAMILIES:
+        continue
+      decoded = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
+                       config.seed + i, 1, mesh, pad)
+      rows.append(_row(method, decoded, family_task.score(decoded['completions'], problems)))
+    for row in rows:
+      row['gained'], row['lost'], row['mcnemar_p'] = mcnemar(row['correct'], rows[0]['correct'])
+    print(f'  transfer to {family}: ' + ', '.join(f'{r["method"]} {r["accuracy"]:.1%}/{r["tokens_per_target_call"]:.2f}'
+                                                 f' (+{r["gained"]}/-{r["lost"]})' for r in rows), flush=True)
+    out[family] = {'problems': len(problems), 'rows': rows}
+  return out
+
+
+def curve(sweeps: dict, family: str) -> list[dict]:
+  """`family`'s validation sweep over lam against target-only's accuracy and SPD's tokens per call."""
+  target, spd = sweeps['target-only'][0], sweeps['spd greedy'][0]
+  return [{'lam': p['setting']['lam'], 'accuracy': p['accuracy'], 'tokens_per_target_call': p['tokens_per_target_call'],
+           'accuracy_minus_target': p['accuracy'] - target['accuracy'],
+           'tokens_per_call_over_spd': p['tokens_per_target_call'] / spd['tokens_per_target_call']}
+          for p in sweeps.get(family, [])]
+
+
+def fork_counts(forks: counterfactual.Forks) -> dict:
+  """How the counterfactual forks split: keeping the draft fixes a wrong answer, breaks a right one, or changes
+  nothing (neutral: the harmless disagreements, e.g. of wording)."""
+  n = len(forks.problem_N)
+  counts = {'forks': int(n), 'problems': int(len(forks.target_right_P)),
+            'fix': int(np.sum(forks.fork_right_N & ~forks.target_right_N)),
+            'break': int(np.sum(forks.target_right_N & ~forks.fork_right_N)),
+            'neutral': int(np.sum(forks.fork_right_N == forks.target_right_N))}
+  counts['neutral_share'] = counts['neutral'] / max(n, 1)
+  wrong = ~forks.target_right_P
+  fixable = np.zeros_like(wrong)
+  fixable[forks.problem_N[forks.fork_right_N & ~forks.target_right_N]] = True
+  counts['oracle_fixes_share_of_wrong'] = float(fixable[wrong].mean()) if wrong.any() else 0.0
+  return counts
 
 
 def _split(task, split: str) -> Optional[list]:
@@ -244,7 +304,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   target, draft = arbiter.load_pair(config, mesh)
   task = arbiter.load_task(config, config.pair.target_workdir)
   splits = {s: _split(task, s) for s in ('train', 'validation', 'test')}
-  overlap = selection.split_overlap({s: v for s, v in splits.items() if v is not None})
+  checked = {s: v for s, v in splits.items() if v is not None}
+  for family in getattr(task, 'families', lambda: [])()[1:]:  # The transfer family's problems too.
+    checked = {s: v + task.for_family(family).problems(s) for s, v in checked.items()}
+  overlap = selection.split_overlap(checked)
   if any(n for counts in overlap.values() for n in counts.values()):
     raise ValueError(f'The splits of task {task.name} share problems ({overlap}); the comparison needs disjoint '
                      'train, validation and test splits.')
@@ -262,7 +325,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_forks = counterfactual.Forks.load(forks_path)  # Forks of training problems only.
   judges = {'judge': counterfactual.fit_judge(train_forks, 'harm'),
             'judge fix-aware': counterfactual.fit_judge(train_forks, 'fix_aware', t.judge_lam,
-                                                        config.warm_start.speed_bonus)}
+                                                        config.warm_start.speed_bonus,
+                                                        deviation_cost=config.warm_start.deviation_cost)}
 
   # 1. Validation: the checkpoint, then every family's sweep and its chosen point.
   if validation is None:
@@ -292,6 +356,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     row['gained'], row['lost'], row['mcnemar_p'] = mcnemar(row['correct'], reference['correct'])
     row['speedup'] = row['tokens_per_s'] / reference['tokens_per_s']
     row['speedup_batch1'] = row['tokens_per_s_batch1'] / reference['tokens_per_s_batch1']
+  spd = next((r for r in rows if r['family'] == 'spd greedy'), None)
+  for row in rows:  # How fast each rule runs one verify step, against SPD's (1 = as fast; the arbiter's cost).
+    if spd is not None and row['family'] not in ('target-only', 'draft-only'):
+      row['step_rate_vs_spd'] = spd['seconds_per_step'] / row['seconds_per_step']
+      row['step_rate_vs_spd_batch1'] = spd['seconds_per_step_batch1'] / row['seconds_per_step_batch1']
+  transfer = transfer_rows(config, task, chosen, target, draft, settings, mesh, pad_to)
   by_family = {r['family']: r for r in rows}
   paired = {}
   if 'cospec' in by_family and 'cospec supervised' in by_family:
@@ -299,7 +369,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     paired['cospec vs cospec supervised'] = {'gained': gained, 'lost': lost, 'mcnemar_p': p}
   policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
   agreement = {name: {f'{lam:g}': counterfactual.oracle_agreement(policy, params, test_forks, float(lam),
-                                                                   config.warm_start.speed_bonus)
+                                                                   config.warm_start.speed_bonus,
+                                                                   config.warm_start.deviation_cost)
                       for lam in t.lams} for name, params in policies.items()}
   results = {'problems': len(test), 'validation_problems': len(validation or []), 'batch_size': t.batch_size,
              'small_batch': small_batch, 'timing_problems': min(t.timing.problems, len(test)),
@@ -308,11 +379,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'split_sizes': {s: len(v) for s, v in splits.items() if v is not None},
              'overlap': overlap, 'choice_rule': selection.RULE, 'spd_validation_tokens_per_call': spd_tau,
              'arbiter_step': step, 'arbiter_steps_validation': step_points, 'sweeps': sweeps, 'rows': rows,
-             'paired': paired, 'oracle_agreement': agreement,
-             'test_forks': {'forks': int(len(test_forks.problem_N)),
-                            'fix': int(np.sum(test_forks.fork_right_N & ~test_forks.target_right_N)),
-                            'break': int(np.sum(test_forks.target_right_N & ~test_forks.fork_right_N)),
-                            'neutral': int(np.sum(test_forks.fork_right_N == test_forks.target_right_N))}}
+             'paired': paired, 'oracle_agreement': agreement, 'transfer': transfer,
+             'train_forks': fork_counts(train_forks), 'test_forks': fork_counts(test_forks),
+             'curves': {f: curve(sweeps, f) for f in ('cospec', 'cospec supervised') if validation is not None}}
   files.write_atomically(os.path.join(workdir, 'table.md'), report.format_table(results))
   report.plot_pareto(results, os.path.join(workdir, 'pareto.png'))
   files.write_atomically(os.path.join(workdir, 'results.json'), json.dumps(results, indent=1))  # The done marker.

@@ -16,17 +16,37 @@ def format_table(results: dict) -> str:
            f'batch-{small} timing on {results["timing_problems"]} problems ({results["device"]}). Settings chosen on '
            f'{results["validation_problems"]} validation problems by one rule: {results["choice_rule"]}.', '',
            '| method | validation acc. | validation tokens/call | accuracy | 95% CI | +/- vs target | McNemar p | '
-           f'tokens/call | calls/token | speedup | speedup (batch {small}) |',
-           '|---|---|---|---|---|---|---|---|---|---|---|']
+           f'tokens/call | calls/token | speedup | speedup (batch {small}) | step rate vs SPD (batch '
+           f'{results["batch_size"]} / {small}) |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|']
   for r in results['rows']:
     lo, hi = r['accuracy_ci95']
     v = r.get('validation') or {}
     val = (f'{v["accuracy"]:.1%} | {v["tokens_per_target_call"]:.2f}' if v else '- | -')
     lines.append(f'| {r["method"]} | {val} | {r["accuracy"]:.1%} | {lo:.1%}-{hi:.1%} | +{r["gained"]}/-{r["lost"]} | '
                  f'{r["mcnemar_p"]:.2g} | {r["tokens_per_target_call"]:.2f} | {r["target_calls_per_token"]:.3f} | '
-                 f'{r["speedup"]:.2f}x | {r["speedup_batch1"]:.2f}x |')
+                 f'{r["speedup"]:.2f}x | {r["speedup_batch1"]:.2f}x | ' + (
+                     f'{r["step_rate_vs_spd"]:.2f} / {r["step_rate_vs_spd_batch1"]:.2f} |' if 'step_rate_vs_spd' in r
+                     else '- |'))
   for name, p in results.get('paired', {}).items():
     lines += ['', f'Paired on test, {name}: +{p["gained"]}/-{p["lost"]}, exact McNemar p = {p["mcnemar_p"]:.2g}.']
+  for name, points in results.get('curves', {}).items():
+    lines += ['', f'{name} over lam on validation (accuracy minus target-only, tokens per call over SPD\'s): ' +
+              '; '.join(f'lam {p["lam"]:g}: {p["accuracy_minus_target"]:+.1%}, {p["tokens_per_call_over_spd"]:.2f}x'
+                        for p in points) + '.']
+  for name in ('train_forks', 'test_forks'):
+    if name in results:
+      c = results[name]
+      lines += ['', f'Counterfactual forks of {c.get("problems", "?")} {name.split("_")[0]} problems: {c["forks"]}; keeping '
+                f'the draft fixes {c["fix"]}, breaks {c["break"]}, changes nothing at {c["neutral"]} '
+                f'({c.get("neutral_share", c["neutral"] / max(c["forks"], 1)):.0%} neutral).']
+  for family, transfer in results.get('transfer', {}).items():
+    lines += ['', f'Transfer to {family} ({transfer["problems"]} test problems; settings and arbiter from the main task):',
+              '', '| method | accuracy | 95% CI | +/- vs target | McNemar p | tokens/call |', '|---|---|---|---|---|---|']
+    for r in transfer['rows']:
+      lo, hi = r['accuracy_ci95']
+      lines.append(f'| {r["method"]} | {r["accuracy"]:.1%} | {lo:.1%}-{hi:.1%} | +{r["gained"]}/-{r["lost"]} | '
+                   f'{r["mcnemar_p"]:.2g} | {r["tokens_per_target_call"]:.2f} |')
   agreement = results.get('oracle_agreement', {})
   if agreement:
     lines += ['', 'Agreement with the counterfactual label on the test split\'s forks (all forks / forks where keeping '

@@ -120,7 +120,8 @@ def test_reproduce_table_smoke(setup, tmp_path):
                         'judge fix-aware', 'cospec supervised', 'cospec', 'oracle (upper bound)']
   assert results['overlap'] == {f'{a}/{b}': {'text': 0, 'content': 0} for a, b in
                                 (('train', 'validation'), ('train', 'test'), ('validation', 'test'))}
-  assert results['split_sizes'] == {'train': 256, 'validation': 16, 'test': 32}
+  # The main task's splits (the transfer family's share of train left out); the overlap check covered both.
+  assert results['split_sizes'] == {'train': 256 - round(256 * 0.2), 'validation': 16, 'test': 32}
   # The checkpoint: a REINFORCE step (not the warm start), the best of those kept on validation.
   points = results['arbiter_steps_validation']
   assert [p['step'] for p in points] == [2, 4] and results['arbiter_step'] in (2, 4)
@@ -147,6 +148,17 @@ def test_reproduce_table_smoke(setup, tmp_path):
   assert (paired['gained'], paired['lost'], paired['mcnemar_p']) == expected
   forks = results['test_forks']
   assert forks['fix'] + forks['break'] + forks['neutral'] == forks['forks'] > 0
+  assert forks['neutral_share'] == forks['neutral'] / forks['forks'] and forks['problems'] == 32
+  # Transfer: the main task's chosen settings on the units family's test split; SPD is lossless there too.
+  transfer = results['transfer']['units']
+  assert transfer['problems'] == 16
+  assert [r['family'] for r in transfer['rows']] == ['target-only', 'spd greedy', 'cospec']
+  assert transfer['rows'][1]['correct'] == transfer['rows'][0]['correct']
+  assert transfer['rows'][2]['method'] == rows['cospec']['method']
+  # Each speculative row's verify-step rate against SPD's, at both batch sizes; CoSpec's curve over lam.
+  assert rows['spd greedy']['step_rate_vs_spd'] == rows['spd greedy']['step_rate_vs_spd_batch1'] == 1.0
+  assert rows['cospec']['step_rate_vs_spd'] > 0 and 'step_rate_vs_spd' not in rows['target-only']
+  assert [p['lam'] for p in results['curves']['cospec']] == [0.0, 1.0]
   for per_lam in results['oracle_agreement'].values():
     assert set(per_lam) == {'0', '1'}
     assert all(a['forks'] == forks['forks'] and 0.0 <= a['all'] <= 1.0 for a in per_lam.values())
