@@ -7,8 +7,9 @@ Smoke (a few minutes on tiny models; exercised by the tests):
   python -m cospec_jax.main --config=configs/pipeline.py:smoke --workdir=/tmp/pipeline_smoke
 Override any stage's setting on the command line, e.g. --config.arbiter.rl.steps=100 or
 --config.target.train.steps=3000. Finished stages are skipped when the command is run again.
-Runtime: 24.5 minutes on a 2-core CPU, measured 2026-12-02 from a clean clone (data and draft 2.6 min, target
-7.2 min, arbiter 8.0 min, table 6.3 min, trace 0.3 min; plus about 1 min of install); smoke a few minutes.
+Runtime: 32.4 minutes on a 2-core CPU shared with other jobs for its first 20 minutes, measured 2026-12-02 from a
+clean clone (data and draft 5.4 min, target 12.8 min, arbiter 6.7 min, table 7.2 min, trace 0.4 min; plus 1.8 min
+of install); about 28 minutes expected on an idle machine (not measured end to end); smoke a few minutes.
 Reproduces: the README's comparison table under the validation protocol (results.json, table.md, pareto.png in
 <workdir>/table; every choice on validation, test read once) and the collaboration trace
 (<workdir>/trace/trace.html).

@@ -6,8 +6,8 @@ Run:
   python experiments/reproduce_table.py --config=configs/reproduce_table.py --workdir=runs/table \
       --config.pair.target_workdir=runs/target --config.pair.draft_workdir=runs/draft \
       --config.arbiter_workdir=runs/arbiter
-Writes results.json, table.md and pareto.png to the workdir. Runtime: about 6.5 minutes on a 2-core CPU (6 min 19 s
-measured in the pipeline, 2026-12-02); smoke about a minute.
+Writes results.json, table.md and pareto.png to the workdir. Runtime: about 7 minutes on a 2-core CPU (7 min 10 s
+measured in the pipeline, 2026-12-02, worded world); smoke about a minute.
 """
 
 import ml_collections

@@ -6,8 +6,8 @@ Run:
       --config.pair.target_workdir=runs/target --config.pair.draft_workdir=runs/draft
 Smoke (used by the tests, with a pair the test trains):
   python -m cospec_jax.main --config=configs/train_arbiter.py:smoke --workdir=/tmp/arbiter_smoke ...
-Runtime: about 9 minutes on a 2-core CPU (8 min 32 s measured: forking 12,000 problems 3 min, the fit 1.5 min,
-400 REINFORCE steps 4 min); smoke ~30 s.
+Runtime: about 7 minutes on a 2-core CPU (6 min 41 s measured in the pipeline, 2026-12-02: forking 1,000
+problems 1.3 min, the fit, 400 REINFORCE steps about 4 min); smoke ~30 s.
 Reproduces: the arbiter of issue "CoSpec itself"; configs/reproduce_table.py evaluates it.
 """
 

@@ -4,9 +4,9 @@ Run:
   python -m cospec_jax.main --config=configs/train_target.py --workdir=runs/target
 Smoke (seconds; used by the tests):
   python -m cospec_jax.main --config=configs/train_target.py:smoke --workdir=/tmp/target_smoke
-Runtime: about 7 minutes on a 2-core CPU (6 min 44 s measured, with data building and a 500-problem eval);
-smoke ~10 s.
-Reproduces: the target of the embedded pair (issue "embedded default"): 64.4% greedy test accuracy.
+Runtime: about 8 minutes on an idle 2-core CPU (12 min 49 s measured on a loaded one, with data building and the
+validation evals); smoke ~10 s.
+Reproduces: the target of the embedded pair, 78.0% greedy validation accuracy on arithmetic, 90.0% on units.
 """
 
 import ml_collections
