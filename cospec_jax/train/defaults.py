@@ -131,7 +131,7 @@ def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
       # - deviation_cost > 0. speed_bonus: the value, in answers, of keeping a draft token at lam = 1;
       # deviation_cost: the price of any keep (risks compound over the keeps of one answer), so at lam = 0 a keep
       # that changes nothing is refused.
-      speed_bonus=0.3,
+      speed_bonus=0.15,
       deviation_cost=0.05,
   ))
   config.rl = ml_collections.ConfigDict(dict(
@@ -139,7 +139,7 @@ def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
       prompts_per_step=4 if smoke else 16,  # P: distinct training prompts per update.
       rollouts_per_prompt=4 if smoke else 8,  # K: rollouts of each (the leave-one-out group).
       lams=(0.0, 0.25, 0.5, 0.75, 1.0),  # Speed/accuracy knob values; each prompt group draws one.
-      speed_weight=1.0,  # Reward = correct + lam * speed_weight * (tokens per target call) / (gamma + 1).
+      speed_weight=0.3,  # Reward = correct + lam * speed_weight * (tokens per target call) / (gamma + 1).
       gamma=8,  # Draft tokens per target call (8 leaves fewer mismatches at bonus positions, out of CoSpec's reach).
       max_new_tokens=16 if smoke else 88,  # Solution length cap.
       max_decisions=32,  # Decision slots recorded per rollout (more are dropped and counted).
