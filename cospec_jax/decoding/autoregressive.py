@@ -186,9 +186,7 @@ class AutoregressiveDecoder:
     """Continuous batching (decoding/continuous.py): N >= `rows` prompts through `rows` rows, a finished row
     refilled with the next waiting prompt inside the loop. Returns a Generation over the N prompts in order."""
     N = tokens_NxP.shape[0]
-    if N < rows:
-      raise ValueError(f'continuous batching of {N} prompts over {rows} rows: give at least as many prompts as '
-                       'rows (generate_continuous pads), or decode them in one static call.')
+    continuous_lib.check_rows(N, rows)
     max_new_N = per_row_budget(max_new_N, N, self.settings.max_new_tokens)
     first = continuous_lib.first_rows
     state = self._init(params, first(tokens_NxP, rows), first(lengths_N, rows), rng, first(max_new_N, rows))

@@ -54,6 +54,13 @@ def start(state: DecodeState, tokens_NxP: jax.Array, prompt_lengths_N: jax.Array
                jnp.arange(B, dtype=jnp.int32), jnp.zeros((B,), bool), jnp.int32(B), out)
 
 
+def check_rows(n_prompts: int, rows: int) -> None:
+  """Continuous batching needs at least as many prompts as rows."""
+  if n_prompts < rows:
+    raise ValueError(f'continuous batching of {n_prompts} prompts over {rows} rows: give at least as many prompts as '
+                     'rows (generate_continuous pads), or decode them in one static call.')
+
+
 def first_rows(tree_N: Any, batch_size: int) -> Any:
   """The leading `batch_size` entries of every [N, ...] leaf (the prompts the rows start with)."""
   return jax.tree_util.tree_map(lambda x: x[:batch_size], tree_N)
