@@ -222,13 +222,18 @@ def test_row(config, method: Method, seed_offset: int, target, draft, task, test
 TRANSFER_FAMILIES = ('target-only', 'spd greedy', 'cospec')
 
 
+def _other_families(task) -> list[str]:
+  """The families of `task`'s data besides its own (the transfer task); none for tasks without families."""
+  return [f for f in getattr(task, 'families', lambda: [])() if f != task.name]
+
+
 def transfer_rows(config, task, chosen: Sequence[tuple[int, Method]], target, draft, settings, mesh, pad_to: int
                   ) -> dict:
   """Target-only, SPD and CoSpec, each at the setting chosen on the main task's validation (CoSpec's arbiter was
   trained on the main task alone), on the test split of each other family in the data (the transfer task); accuracy
   with paired tests against target-only. {family: {'problems': n, 'rows': [...]}}."""
   out = {}
-  for family in getattr(task, 'families', lambda: [])()[1:]:
+  for family in _other_families(task):
     family_task = task.for_family(family)
     problems = family_task.problems('test')
     prompts = [family_task.prompt(p) for p in problems]
@@ -261,14 +266,14 @@ def fork_counts(forks: counterfactual.Forks) -> dict:
   """How the counterfactual forks split: keeping the draft fixes a wrong answer, breaks a right one, or changes
   nothing (neutral: the harmless disagreements, e.g. of wording)."""
   n = len(forks.problem_N)
-  counts = {'forks': int(n), 'problems': int(len(forks.target_right_P)),
-            'fix': int(np.sum(forks.fork_right_N & ~forks.target_right_N)),
+  fix_N = forks.fork_right_N & ~forks.target_right_N
+  counts = {'forks': int(n), 'problems': int(len(forks.target_right_P)), 'fix': int(np.sum(fix_N)),
             'break': int(np.sum(forks.target_right_N & ~forks.fork_right_N)),
             'neutral': int(np.sum(forks.fork_right_N == forks.target_right_N))}
   counts['neutral_share'] = counts['neutral'] / max(n, 1)
   wrong = ~forks.target_right_P
   fixable = np.zeros_like(wrong)
-  fixable[forks.problem_N[forks.fork_right_N & ~forks.target_right_N]] = True
+  fixable[forks.problem_N[fix_N]] = True
   counts['oracle_fixes_share_of_wrong'] = float(fixable[wrong].mean()) if wrong.any() else 0.0
   return counts
 
@@ -305,7 +310,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   task = arbiter.load_task(config, config.pair.target_workdir)
   splits = {s: _split(task, s) for s in ('train', 'validation', 'test')}
   checked = {s: v for s, v in splits.items() if v is not None}
-  for family in getattr(task, 'families', lambda: [])()[1:]:  # The transfer family's problems too.
+  for family in _other_families(task):  # The transfer family's problems too.
     checked = {s: v + task.for_family(family).problems(s) for s, v in checked.items()}
   overlap = selection.split_overlap(checked)
   if any(n for counts in overlap.values() for n in counts.values()):
