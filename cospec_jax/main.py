@@ -10,7 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cospec_jax import decode_benchmark, evaluate, mesh_benchmark, pipeline, sharding, trace
+from cospec_jax import decode_benchmark, evaluate, mesh_benchmark, pipeline, sharding, study, trace
 from cospec_jax.train import arbiter, trainer
 
 JOBS = {
@@ -20,6 +20,7 @@ JOBS = {
     'train_arbiter': arbiter.train_arbiter,
     'reproduce_table': evaluate.run,
     'pipeline': pipeline.run,
+    'study': study.run,
     'trace': trace.run,
 }
 

@@ -33,7 +33,7 @@ def _stage(name: str, done: bool, fn, t_start: float) -> None:
   print(f'[pipeline] {name}: done in {time.time() - t0:.0f} s (elapsed {time.time() - t_start:.0f} s)', flush=True)
 
 
-def _arbiter_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
+def arbiter_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
   try:
     arbiter.finished_steps(config, workdir)
     return True
@@ -41,7 +41,7 @@ def _arbiter_done(config: ml_collections.ConfigDict, workdir: str) -> bool:
     return False
 
 
-def _model_done(workdir: str) -> bool:
+def model_done(workdir: str) -> bool:
   """A trained model's stage is done when its eval.json (written last) loads and its Hugging Face export reads."""
   try:
     with open(os.path.join(workdir, 'eval.json')) as f:
@@ -96,9 +96,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     config.arbiter.pair[f'{name}_workdir'] = dirs[name]
   config.arbiter.arbiter_workdir = dirs['arbiter']
   for name in trained:
-    _stage(f'train {name}', _model_done(dirs[name]),
+    _stage(f'train {name}', model_done(dirs[name]),
            lambda name=name: trainer.train(config[name], dirs[name], f'--config.{name}'), t_start)
-  _stage('train arbiter', _arbiter_done(config.arbiter, dirs['arbiter']),
+  _stage('train arbiter', arbiter_done(config.arbiter, dirs['arbiter']),
          lambda: arbiter.train_arbiter(config.arbiter, dirs['arbiter'], '--config.arbiter'), t_start)
   results = {}
   _stage('evaluate every method', _table_done(dirs['table']),

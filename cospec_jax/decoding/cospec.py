@@ -86,7 +86,7 @@ class ArbiterPolicy(nn.Module):
   """
 
   hidden: int = 64  # Width of the MLP.
-  projection: int = 16  # Width each hidden state is projected to.
+  projection: int = 16  # Width each hidden state is projected to; 0 reads the scalar features alone.
 
   @nn.compact
   def __call__(self, scalars_xF: jax.Array, target_hidden_xD: jax.Array, draft_hidden_xD: jax.Array) -> jax.Array:
@@ -97,11 +97,12 @@ class ArbiterPolicy(nn.Module):
       shape = (1,) * (x.ndim - 1) + x.shape[-1:]
       return (x - jax.lax.stop_gradient(mean).reshape(shape)) * jax.lax.stop_gradient(inv_std).reshape(shape)
 
-    x = jnp.concatenate([
-        standardized('scalars', scalars_xF),
-        nn.Dense(self.projection, name='target_projection')(standardized('target_hidden', target_hidden_xD)),
-        nn.Dense(self.projection, name='draft_projection')(standardized('draft_hidden', draft_hidden_xD)),
-    ], axis=-1)
+    parts = [standardized('scalars', scalars_xF)]
+    if self.projection:  # 0: the scalar features alone (the study's ablation); the hidden states are not read.
+      parts += [
+          nn.Dense(self.projection, name='target_projection')(standardized('target_hidden', target_hidden_xD)),
+          nn.Dense(self.projection, name='draft_projection')(standardized('draft_hidden', draft_hidden_xD))]
+    x = jnp.concatenate(parts, axis=-1)
     x = nn.gelu(nn.Dense(self.hidden)(x))
     x = nn.gelu(nn.Dense(self.hidden)(x))
     return nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.constant(-2.0))(x)[..., 0]
@@ -111,6 +112,8 @@ def set_input_statistics(params: dict, scalars_NxF, target_hidden_NxD, draft_hid
   """`params` with each input's standardization set to the mean and 1/std of the given samples."""
   params = dict(params)
   for name, x in (('scalars', scalars_NxF), ('target_hidden', target_hidden_NxD), ('draft_hidden', draft_hidden_NxD)):
+    if f'{name}_mean' not in params:  # A policy that does not read this input (projection=0).
+      continue
     x = jnp.asarray(x, jnp.float32)
     params[f'{name}_mean'] = jnp.mean(x, axis=0)
     params[f'{name}_inv_std'] = 1.0 / (jnp.std(x, axis=0) + 1e-3)

@@ -9,8 +9,10 @@ starts from there. The warm-started state is checkpointed as step 0.
 Each REINFORCE step draws P training prompts (a pure function of (seed, step)), gives each a `lam` from
 `config.rl.lams`, and decodes K rollouts of each with the stochastic policy in one compiled call. Reward =
 final-answer correctness (the task's own scorer: answer match, or tests passed in the sandbox) + lam * (tokens per
-target call) / (gamma + 1) * config.rl.speed_weight. A leave-one-out baseline within each prompt's K rollouts gives the advantages; the
-update is `reinforce.make_update`. Policy, optimizer state, step and RNG are checkpointed with orbax, so a killed
+target call) / (gamma + 1) * config.rl.speed_weight. A leave-one-out baseline within each prompt's K rollouts gives
+the advantages (divided by their standard deviation over the batch when config.rl.normalize_advantages; the share of
+groups whose rollouts differ at all is logged as groups_with_signal: the others carry no gradient); the update is
+`reinforce.make_update`, with an entropy bonus of weight config.rl.entropy_coef. Policy, optimizer state, step and RNG are checkpointed with orbax, so a killed
 run resumes exactly.
 
 Scale (`config.mesh`, `config.distributed`): rollouts (and the warm start's forks) are split over the mesh's `data`
@@ -130,7 +132,8 @@ def warm_start(config: ml_collections.ConfigDict, workdir: str, state: ArbiterSt
   policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
   params, loss = counterfactual.fit_policy(policy, state.params, forks, config.rl.lams, ws.speed_bonus, ws.steps,
                                            ws.learning_rate, deviation_cost=ws.deviation_cost)
-  print(f'arbiter warm start: fitted, loss {loss:.4f}')
+  print(f'arbiter warm start: fitted, loss {loss:.4f}' if ws.steps else
+        'arbiter warm start: input statistics only (warm_start.steps=0; no label read)')
   return state.replace(params=params, opt_state=make_optimizer(config.rl).init(params))
 
 
@@ -186,7 +189,8 @@ def train_arbiter(config: ml_collections.ConfigDict, workdir: str, config_flag: 
     generation = decoder.generate(target[1], draft[1], prompts, rng,
                                   rule_params={'policy': state.params, 'lam': jnp.asarray(lam_B)})
     reward_B, correct_B = rewards(generation, problems, task, lam_B, rl.gamma, rl.speed_weight)
-    advantages_B = reinforce.leave_one_out_advantages(jnp.asarray(reward_B).reshape(P, K)).reshape(-1)
+    advantages_B = reinforce.leave_one_out_advantages(jnp.asarray(reward_B).reshape(P, K),
+                                                      rl.normalize_advantages).reshape(-1)
     advantages_B = prompts_lib.place(mesh, np.asarray(advantages_B))[0]
     params, opt_state, metrics = update(state.params, state.opt_state, generation.records, advantages_B)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -195,6 +199,7 @@ def train_arbiter(config: ml_collections.ConfigDict, workdir: str, config_flag: 
     last.update(reward=float(reward_B.mean()), accuracy=float(correct_B.mean()),
                 tokens_per_target_call=float(st.generated_B.sum() / max(st.target_calls_B.sum(), 1)),
                 draft_kept_at_mismatch=float(st.kept_at_mismatch_B.sum() / max(st.mismatches_B.sum(), 1)),
+                groups_with_signal=float(np.mean(np.ptp(reward_B.reshape(P, K), axis=1) > 1e-6)),
                 records_dropped=float(np.maximum(sharding.fetch(generation.n_records_B) - rl.max_decisions, 0).sum()))
     writer.write(step + 1, last)
     checkpointer.save(step + 1, state)

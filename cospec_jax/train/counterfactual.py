@@ -127,7 +127,7 @@ def _fit(loss_fn, params, steps: int, learning_rate: float):
     updates, opt_state = optimizer.update(grads, opt_state)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  opt_state = optimizer.init(params)
+  opt_state, loss = optimizer.init(params), float('nan')  # No steps: params unchanged, no loss measured.
   for _ in range(steps):
     params, opt_state, loss = step(params, opt_state)
   return params, float(loss)
@@ -150,7 +150,8 @@ def keep_labels(forks: Forks, lam: float, speed_bonus: float, deviation_cost: fl
 def fit_policy(policy: ArbiterPolicy, params, forks: Forks, lams: Sequence[float], speed_bonus: float, steps: int,
                learning_rate: float, weight_decay: float = 1e-4, deviation_cost: float = 0.0):
   """Supervised warm start of the arbiter: weighted logistic regression of `keep_labels` for every lam in `lams`
-  (full batch), after setting the policy's input standardization from the same samples. Returns (params, loss)."""
+  (full batch), after setting the policy's input standardization from the same samples. Returns (params, loss).
+  steps=0 sets the standardization alone (it reads no label): the study's REINFORCE-only arbiter starts there."""
   scalars, keep, weight = [], [], []
   for lam in lams:
     s = forks.scalars_NxF.copy()

@@ -144,7 +144,8 @@ def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
       max_new_tokens=16 if smoke else 88,  # Solution length cap.
       max_decisions=32,  # Decision slots recorded per rollout (more are dropped and counted).
       learning_rate=1e-4,
-      entropy_coef=0.0,  # Entropy bonus weight.
+      entropy_coef=0.0,  # Entropy bonus weight (loss -= entropy_coef * mean policy entropy at decisions).
+      normalize_advantages=False,  # Divide the advantages by their standard deviation over the batch.
       grad_clip=1.0,
       save_every=2 if smoke else 50,  # Each saved step is a candidate of the table's choice on validation.
       keep=1000,  # Checkpoints kept: all of them (the policy is small), so the best on validation remains.

@@ -20,13 +20,18 @@ from cospec_jax import sharding
 from cospec_jax.decoding.cospec import ArbiterPolicy, Decisions, keep_draft_logprob
 
 
-def leave_one_out_advantages(rewards_PxK: jax.Array) -> jax.Array:
-  """r_k minus the mean reward of the other K-1 rollouts of the same prompt; [P, K] -> [P, K]."""
+def leave_one_out_advantages(rewards_PxK: jax.Array, normalize: bool = False) -> jax.Array:
+  """r_k minus the mean reward of the other K-1 rollouts of the same prompt; [P, K] -> [P, K]. `normalize` divides
+  them by their standard deviation over the whole batch (not per group, which would blow up the groups that differ
+  by a hair), so the step size does not shrink as rewards concentrate."""
   K = rewards_PxK.shape[1]
   if K < 2:
     raise ValueError(f'A leave-one-out baseline needs K >= 2 rollouts per prompt; got K={K}.')
   others_PxK = (jnp.sum(rewards_PxK, axis=1, keepdims=True) - rewards_PxK) / (K - 1)
-  return rewards_PxK - others_PxK
+  advantages_PxK = rewards_PxK - others_PxK
+  if normalize:
+    advantages_PxK = advantages_PxK / (jnp.std(advantages_PxK) + 1e-6)
+  return advantages_PxK
 
 
 def reinforce_loss(params: Any, policy: ArbiterPolicy, decisions: Decisions, advantages_B: jax.Array,

@@ -1,0 +1,51 @@
+"""The seed study: does REINFORCE go beyond imitation? Three pairs x three arbiter seeds x five ablations.
+
+Run (resumable: a killed study continues where it stopped; finished runs are never redone):
+  python -m cospec_jax.main --config=configs/study.py --workdir=runs/study
+Smoke (one tiny pair, two arbiter seeds; exercised by the tests):
+  python -m cospec_jax.main --config=configs/study.py:smoke --workdir=/tmp/study_smoke
+Make it bigger: --config.study.pair_seeds=0,1,2,3,4 --config.study.arbiter_seeds=0,1,2,3; more REINFORCE with
+--config.arbiter.rl.steps=200 (a finished study's runs are then refused: use a new --workdir).
+Runtime: planned at about 2 hours on a 2-core CPU (per pair about 10 min of pair training, 4 min of forks, 3 x 3
+arbiters of 100 REINFORCE steps, about 2 min each, and their evaluation; plus the settings grid once); see
+docs/study/study.md for what the finished run measured.
+Reproduces: docs/study/ (study.json, study.md, study.png) and the README's statement of how much of CoSpec's gain
+comes from supervision and how much from REINFORCE (cospec_jax/study.py says what each ablation is).
+"""
+
+import ml_collections
+
+from cospec_jax import config_args
+from cospec_jax.train import defaults
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """`arg`: '' for the real run, 'smoke' for a short version of the same thing."""
+  smoke = config_args.is_smoke(arg, __file__)
+  config = ml_collections.ConfigDict()
+  config.job = 'study'  # What cospec_jax.main runs.
+  config.data_dir = ''  # '' keeps the data set in <workdir>/tfds (one copy for every pair).
+  config.draft = defaults.draft_config(smoke)  # configs/train_draft.py; its seed + seed_stride * pair seed.
+  config.target = defaults.target_config(smoke)  # configs/train_target.py; likewise.
+  config.arbiter = defaults.arbiter_config(smoke)  # configs/train_arbiter.py; seed + seed_stride * arbiter seed.
+  config.arbiter.arbiter_workdir = ''  # Set per run by the study.
+  config.arbiter.rl.steps = 4 if smoke else 100  # REINFORCE steps per arbiter (the pipeline's 400 cost 4x more).
+  config.arbiter.rl.save_every = 2 if smoke else 25  # Checkpoints: the candidates of the validation choice.
+  config.study = ml_collections.ConfigDict(dict(
+      pair_seeds=(0,) if smoke else (0, 1, 2),  # Pair seed 0 is the pipeline's pair (same seeds).
+      arbiter_seeds=(0, 1) if smoke else (0, 1, 2),  # Arbiter seed 0 is the pipeline's arbiter seed.
+      seed_stride=10,  # Model seed = the config's seed + seed_stride * study seed.
+      ablations=('supervised', 'supervised+reinforce', 'reinforce', 'scalar features', 'sampled decisions'),
+      lams=(0.0, 1.0),  # Test is read at each (the accurate end and the fast end of the knob).
+      validation_examples=16 if smoke else 300,  # Every checkpoint and setting is chosen on these.
+      test_examples=32 if smoke else 500,  # Read once per arm, at the chosen checkpoint.
+      batch_size=32 if smoke else 125,  # Rows per decode call.
+      # REINFORCE's settings, chosen on validation before the study's runs (pair seed 0, an arbiter seed of its
+      # own); one point is taken as it is. Any config.arbiter.rl field can be listed.
+      tuning=dict(
+          arbiter_seed=100,
+          grid=dict(entropy_coef=(0.01,), normalize_advantages=(True,)) if smoke else dict(
+              entropy_coef=(0.0, 0.01), normalize_advantages=(False, True), learning_rate=(1e-4, 3e-4)),
+      ),
+  ))
+  return config
