@@ -45,7 +45,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       tuning=dict(
           arbiter_seed=100,
           grid=dict(entropy_coef=(0.01,), normalize_advantages=(True,)) if smoke else dict(
-              entropy_coef=(0.0, 0.01), normalize_advantages=(False, True), learning_rate=(1e-4, 3e-4)),
+              entropy_coef=(0.0, 0.03), learning_rate=(1e-4, 3e-4)),
       ),
   ))
   return config

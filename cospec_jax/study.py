@@ -214,7 +214,11 @@ class Study:
     path = os.path.join(self.workdir, 'tuning', 'tuning.json')
     if os.path.exists(path):
       with open(path) as f:
-        return json.load(f)
+        tuning = json.load(f)
+      if [p['setting'] for p in tuning['points']] != json.loads(json.dumps(points)):
+        raise ValueError(f'{path} chose among {[p["setting"] for p in tuning["points"]]}, but study.tuning.grid now '
+                         f'gives {points}; use a new --workdir (the study\'s runs used the old choice).')
+      return tuning
     pair_seed = self.s.pair_seeds[0]
     scored = []
     for point in points:
@@ -258,11 +262,11 @@ class Study:
           workdir = os.path.join(self.pair_dir(pair_seed), _dir_name(run), f'seed{arbiter_seed}')
           overrides = dict(RUNS[run], **{f'rl.{k}': v for k, v in tuning['chosen'].items()})
           config = self.arbiter_config(pair_seed, arbiter_seed, workdir, overrides)
-          done = os.path.exists(os.path.join(workdir, EVAL_FILE))
+          done = _finished(config, workdir)  # Checked before any training: a finished run is never changed.
           t0 = time.time()
-          self.train_arbiter(config, forks_path)
+          if not done:
+            self.train_arbiter(config, forks_path)
           evals[(arbiter_seed, run)] = result = self.evaluate_run(config, run, target, draft, task, data)
-          _check_settings(result, config, workdir)
           self.done_runs += 1
           summary = ', '.join(f'{a} {v["test"]["0"]["accuracy"]:.1%}' for a, v in result['arms'].items())
           self.log(f'run {self.done_runs}/{total}: pair {pair_seed}, arbiter seed {arbiter_seed}, {run}: ' +
@@ -283,11 +287,19 @@ def _run_settings(config) -> dict:
           'projection': config.policy.projection, 'seed': config.seed}
 
 
-def _check_settings(result: dict, config, workdir: str) -> None:
+def _finished(config, workdir: str) -> bool:
+  """Whether the run in `workdir` is finished (its EVAL_FILE exists); one finished with other settings than
+  `config`'s is an error naming both, before anything is trained or overwritten."""
+  path = os.path.join(workdir, EVAL_FILE)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    recorded = json.load(f)['settings']
   expected = json.loads(json.dumps(_run_settings(config)))
-  if result['settings'] != expected:
-    raise ValueError(f'{workdir}/{EVAL_FILE} was made with other settings ({result["settings"]}) than this study\'s '
-                     f'({expected}); use a new --workdir, or move {workdir} aside to train it again.')
+  if recorded != expected:
+    raise ValueError(f'{path} was made with other settings ({recorded}) than this study\'s ({expected}); use a new '
+                     f'--workdir, or move {workdir} aside to train it again.')
+  return True
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

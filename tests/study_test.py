@@ -1,0 +1,109 @@
+"""The seed study (configs/study.py:smoke): every ablation has a run per seed, the summary follows from the runs, a
+killed or extended study reuses its finished runs untouched, and one with other settings is refused."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from cospec_jax import study, study_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(workdir, *flags):
+  return subprocess.run([sys.executable, '-m', 'cospec_jax.main', f'--config={ROOT}/configs/study.py:smoke',
+                         f'--workdir={workdir}', *flags], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def _bits_mean(bits):
+  return np.mean([c == '1' for c in bits])
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+  """A study with one arbiter seed (as if killed after it), then the full smoke study in the same workdir."""
+  workdir = str(tmp_path_factory.mktemp('study'))
+  first = _run(workdir, '--config.study.arbiter_seeds=0')
+  assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+  eval_files = [os.path.join(dp, f) for dp, _, fs in os.walk(workdir) for f in fs if f == study.EVAL_FILE]
+  stamps = {p: (os.stat(p).st_mtime_ns, open(p).read()) for p in eval_files}
+  second = _run(workdir)
+  assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+  with open(os.path.join(workdir, 'study.json')) as f:
+    return {'workdir': workdir, 'first': first.stdout, 'second': second.stdout, 'stamps': stamps,
+            'study': json.load(f)}
+
+
+def test_every_ablation_has_a_run_per_seed(smoke):
+  s = smoke['study']
+  assert set(s['ablations']) == set(study.ABLATIONS)
+  for name, a in s['ablations'].items():
+    runs = [r for r in s['runs'] if r['ablation'] == name]
+    assert sorted((r['pair_seed'], r['arbiter_seed']) for r in runs) == [(0, 0), (0, 1)], name
+    assert a['runs'] == 2
+    for r in runs:
+      if name == 'supervised':
+        assert r['step'] == 0  # The warm start alone.
+      else:
+        assert r['step'] > 0  # A REINFORCE checkpoint, chosen on validation.
+  for name in ('study.md', 'study.png'):
+    assert os.path.getsize(os.path.join(smoke['workdir'], name)) > 0
+
+
+def test_summary_follows_from_the_runs(smoke):
+  s = smoke['study']
+  ref = s['references']['0']['target-only']
+  for name, a in s['ablations'].items():
+    runs = [r for r in s['runs'] if r['ablation'] == name]
+    for r in runs:
+      assert r['test']['0']['accuracy'] == pytest.approx(_bits_mean(r['correct']['test']))
+      assert r['validation']['accuracy'] == pytest.approx(_bits_mean(r['correct']['validation']))
+    acc = [r['test']['0']['accuracy'] for r in runs]
+    assert a['test_accuracy']['mean'] == pytest.approx(np.mean(acc))
+    assert a['gain_over_target_only']['test']['mean'] == pytest.approx(np.mean(acc) - ref['test']['accuracy'])
+    pooled = a['pooled_vs_target_only']['test']
+    assert pooled['gained'] == sum(r['test_vs_target_only']['gained'] for r in runs)
+    assert pooled['lost'] == sum(r['test_vs_target_only']['lost'] for r in runs)
+    if name != 'supervised':
+      sup = {r['arbiter_seed']: r for r in s['runs'] if r['ablation'] == 'supervised'}
+      assert a['minus_supervised']['validation']['mean'] == pytest.approx(np.mean(
+          [r['validation']['accuracy'] - sup[r['arbiter_seed']]['validation']['accuracy'] for r in runs]))
+
+
+def test_resumed_study_reuses_finished_runs_untouched(smoke):
+  assert 'already done, skipped' not in smoke['first']
+  skipped = [line for line in smoke['second'].splitlines() if 'arbiter seed 0' in line and 'run ' in line]
+  assert len(skipped) == 3 and all('already done, skipped' in line for line in skipped), skipped
+  assert sum('arbiter seed 1' in line and 'done in' in line for line in smoke['second'].splitlines()) == 3
+  for path, (mtime, text) in smoke['stamps'].items():
+    assert os.stat(path).st_mtime_ns == mtime and open(path).read() == text, path
+
+
+def test_other_settings_are_refused_before_training(smoke):
+  workdir = smoke['workdir']
+  run_dir = os.path.join(workdir, 'pair0', 'supervised_reinforce', 'seed0')
+  before = sorted(os.listdir(os.path.join(run_dir, 'checkpoints')))
+  out = _run(workdir, '--config.arbiter.rl.steps=6')
+  assert out.returncode != 0
+  assert 'eval.json was made with other settings' in out.stderr and 'new --workdir' in out.stderr
+  assert sorted(os.listdir(os.path.join(run_dir, 'checkpoints'))) == before  # Nothing trained further.
+
+
+def test_mean_interval_is_the_t_interval():
+  x = [0.71, 0.74, 0.69, 0.73]
+  out = study_report.mean_interval(x)
+  lo, hi = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
+  assert out['mean'] == pytest.approx(np.mean(x))
+  assert out['ci95'] == pytest.approx([lo, hi])
+  assert np.isnan(study_report.mean_interval([0.5])['ci95'][0])
+
+
+def test_pooled_test_adds_up_the_runs():
+  out = study_report._pooled([(3, 1), (4, 0), (2, 2)])
+  assert (out['gained'], out['lost']) == (9, 3)
+  assert out['mcnemar_p'] == pytest.approx(stats.binomtest(9, 12).pvalue)
