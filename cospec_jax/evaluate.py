@@ -11,9 +11,10 @@ labels CoSpec's warm start uses) over their thresholds, CoSpec over `lam` with t
    (`selection.RULE`).
 2. Test, once. Each family at its chosen point: accuracy with a 95% Wilson interval and a paired exact McNemar test
    against target-only (and CoSpec against its supervised warm start); draft tokens accepted per target call and
-   target calls per generated token; wall-clock tokens/s and speedup against target-only decoding, measured in this
-   process at the accuracy run's batch size and at batch size 1 (on `timing.problems` problems), each the fastest of
-   `timing.repeats` passes. On the test split's counterfactual forks: the oracle's mismatches, and how often each
+   target calls per generated token; wall-clock tokens/s and speedup against target-only decoding, and seconds per
+   verify step against SPD's, measured in this process at the accuracy run's batch size (on `timing.batch_problems`
+   problems) and at batch size 1 (on `timing.problems`), every row alike: all compiled first, then timed in
+   `timing.rounds` interleaved rounds, the fastest round counting (`time_rows`). On the test split's counterfactual forks: the oracle's mismatches, and how often each
    arbiter's decisions agree with the counterfactual labels, per lam (diagnostics: they feed no choice).
 3. Transfer. When the data mix in a second family (tasks/arithmetic.py's `units`), target-only, SPD and CoSpec at
    the settings chosen above (the arbiter trained on arithmetic alone) on that family's test split.
@@ -108,12 +109,12 @@ def families(config: ml_collections.ConfigDict, policies: dict, judges: dict) ->
   return {k: v for k, v in out.items() if v}
 
 
-def decode(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
-           seed: int, repeats: int = 3, mesh=None, pad_to: int = 0) -> dict:
-  """Decodes every prompt with `method`; returns completions, counts and the fastest of `repeats` timed passes.
-  Every prompt is padded to the longest (or to `pad_to`, so validation and test share one compiled shape), so one
-  compiled shape serves all batches, compiled before the clock. With a mesh, the params must already be placed on
-  it (arbiter.load_pair)."""
+def compiled_pass(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
+                  seed: int, mesh=None, pad_to: int = 0):
+  """A function that decodes every prompt with `method` and returns its figures and wall-clock seconds, compiled
+  (and run once) before it is returned. Every prompt is padded to the longest (or to `pad_to`, so validation and
+  test share one compiled shape), so one compiled shape serves all batches. The same seeds every call, so every call
+  decodes the same tokens. With a mesh, the params must already be placed on it (arbiter.load_pair)."""
   rng = jax.random.PRNGKey(seed)
   buckets = (max([pad_to] + [len(p) for p in prompts]),)
   if method.model is not None:
@@ -129,8 +130,8 @@ def decode(method: Method, target, draft, prompts, batch_size: int, settings: De
       return decoder.generate_in_batches(target[1], draft[1], prompts, batch_size, rng, method.rule_params,
                                          method.row_params, buckets)
   next(iter(chunks()))[0].tokens_BxT.block_until_ready()  # Compile.
-  seconds = []
-  for _ in range(repeats):  # The same seeds every pass, so every pass decodes the same tokens.
+
+  def run_pass() -> dict:
     completions, generated, calls, steps = [], 0, 0, 0
     t0 = time.perf_counter()
     for gen, n in chunks():
@@ -138,20 +139,57 @@ def decode(method: Method, target, draft, prompts, batch_size: int, settings: De
       completions += gen.completions()[:n]
       generated, calls = generated + int(st.generated_B[:n].sum()), calls + int(st.target_calls_B[:n].sum())
       steps += int(st.target_calls_B.max())  # Iterations of the decode loop: one batched target call each.
-    seconds.append(time.perf_counter() - t0)
-  return {'completions': completions, 'generated': generated, 'target_calls': calls, 'loop_steps': steps,
-          'seconds': min(seconds)}
+    return {'completions': completions, 'generated': generated, 'target_calls': calls, 'loop_steps': steps,
+            'seconds': time.perf_counter() - t0}
+
+  return run_pass
+
+
+def decode(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
+           seed: int, repeats: int = 3, mesh=None, pad_to: int = 0) -> dict:
+  """Decodes every prompt with `method` (`compiled_pass`); returns completions, counts and the fastest of `repeats`
+  timed passes."""
+  run_pass = compiled_pass(method, target, draft, prompts, batch_size, settings, gamma, seed, mesh, pad_to)
+  passes = [run_pass() for _ in range(repeats)]
+  return dict(passes[0], seconds=min(p['seconds'] for p in passes))
+
+
+def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prompts, settings, mesh, pad_to: int,
+              small_batch: int) -> list[dict]:
+  """Wall-clock of each method at the table's batch (on timing.batch_problems problems) and at `small_batch` (on
+  timing.problems), measured alike for every row: all passes are compiled first, then timed in timing.rounds
+  interleaved rounds (each round times every method once at each batch size), and each figure is the fastest of its
+  rounds, so a slow spell of the machine falls on every row rather than on whichever row it met."""
+  t = config.table
+  subsets = {'': (t.batch_size, prompts[:t.timing.batch_problems]), '_batch1': (small_batch, prompts[:t.timing.problems])}
+  passes = []
+  for i, method in methods:
+    for suffix, (batch, some) in subsets.items():
+      m = method if method.row_params is None else dataclasses.replace(
+          method, row_params={k: v[:len(some)] for k, v in method.row_params.items()})
+      passes.append(compiled_pass(m, target, draft, some, batch, settings, config.rl.gamma, config.seed + i, mesh,
+                                  pad_to if suffix == '' else 0))
+  runs = [[run_pass() for run_pass in passes] for _ in range(t.timing.rounds)]
+  out = []
+  for j in range(len(methods)):
+    figures = {}
+    for k, suffix in enumerate(subsets):
+      first = runs[0][2 * j + k]
+      seconds = min(r[2 * j + k]['seconds'] for r in runs)
+      figures[f'tokens_per_s{suffix}'] = first['generated'] / seconds
+      figures[f'seconds_per_step{suffix}'] = seconds / max(first['loop_steps'], 1)  # Per batched target call.
+    out.append(figures)
+  return out
 
 
 def _row(method: Method, out: dict, correct: np.ndarray) -> dict:
-  """The figures of one decoded method (accuracy, tokens per call, tokens/s)."""
+  """The figures of one decoded method (accuracy, tokens per call; tokens/s of this pass)."""
   return {'method': method.name, 'family': method.family or method.name, 'setting': method.setting,
           'lam': method.lam, 'sampled': method.sampled, 'correct': correct.tolist(),
           'accuracy': float(correct.mean()), 'accuracy_ci95': wilson_interval(int(correct.sum()), len(correct)),
           'tokens_per_target_call': out['generated'] / max(out['target_calls'], 1),
           'target_calls_per_token': out['target_calls'] / max(out['generated'], 1),
-          'tokens_per_s': out['generated'] / out['seconds'],
-          'seconds_per_step': out['seconds'] / max(out['loop_steps'], 1)}  # Wall-clock per batched target call.
+          'tokens_per_s': out['generated'] / out['seconds']}
 
 
 def _summary(row: dict) -> dict:
@@ -198,21 +236,12 @@ def sweep(config, points: Sequence[Method], seed_offset: int, target, draft, tas
 
 
 def test_row(config, method: Method, seed_offset: int, target, draft, task, test, prompts, settings, mesh, pad_to: int,
-             small_batch: int, sweeps: dict) -> dict:
-  """`method` on the test split: accuracy, tokens per call and speed at the table's batch and at `small_batch`
-  (on timing.problems problems), each the fastest of timing.repeats passes; with the validation figures that chose
-  it."""
-  t = config.table
-  full = decode(method, target, draft, prompts, t.batch_size, settings, config.rl.gamma, config.seed + seed_offset,
-                t.timing.repeats, mesh, pad_to)
-  n_time = min(t.timing.problems, len(prompts))
-  one = decode(dataclasses.replace(method, row_params=None if method.row_params is None else
-                                   {k: v[:n_time] for k, v in method.row_params.items()}),
-               target, draft, prompts[:n_time], small_batch, settings, config.rl.gamma, config.seed + seed_offset,
-               t.timing.repeats, mesh)
+             sweeps: dict) -> dict:
+  """`method` on the test split: accuracy and tokens per call, with the validation figures that chose it (its
+  wall-clock columns come from `time_rows`)."""
+  full = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
+                config.seed + seed_offset, 1, mesh, pad_to)
   row = _row(method, full, task.score(full['completions'], test))
-  row['tokens_per_s_batch1'] = one['generated'] / one['seconds']
-  row['seconds_per_step_batch1'] = one['seconds'] / max(one['loop_steps'], 1)
   row['validation'] = next((p for p in sweeps.get(row['family'], []) if p['method'] == method.name and 'accuracy' in p),
                            None)
   print(f'  test, {method.name}: {row["accuracy"]:.1%}', flush=True)
@@ -353,9 +382,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                       t.batch_size, mesh=mesh)
   oracle = Method('oracle (upper bound)', rule=make_rule('oracle'),
                   row_params={'keep_at_B': counterfactual.oracle_keep_at(test_forks)})
-  rows = [test_row(config, method, i, target, draft, task, test, test_prompts, settings, mesh, pad_to, small_batch,
-                   sweeps)
-          for i, method in chosen + [(len(chosen), oracle)]]
+  tested = chosen + [(len(chosen), oracle)]
+  rows = [test_row(config, method, i, target, draft, task, test, test_prompts, settings, mesh, pad_to, sweeps)
+          for i, method in tested]
+  for row, timing in zip(rows, time_rows(config, tested, target, draft, test_prompts, settings, mesh, pad_to,
+                                         small_batch)):
+    row.update(timing)
   reference = rows[0]
   for row in rows:
     row['gained'], row['lost'], row['mcnemar_p'] = mcnemar(row['correct'], reference['correct'])
@@ -379,6 +411,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       for lam in t.lams} for name, params in policies.items()}
   results = {'problems': len(test), 'validation_problems': len(validation or []), 'batch_size': t.batch_size,
              'small_batch': small_batch, 'timing_problems': min(t.timing.problems, len(test)),
+             'timing_batch_problems': min(t.timing.batch_problems, len(test)), 'timing_rounds': t.timing.rounds,
              'mesh': None if mesh is None else dict(mesh.shape), 'task': task.name, 'gamma': config.rl.gamma,
              'device': str(jax.devices()[0].device_kind),
              'split_sizes': {s: len(v) for s, v in splits.items() if v is not None},

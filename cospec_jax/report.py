@@ -12,8 +12,11 @@ from cospec_jax import files
 def format_table(results: dict) -> str:
   """The table as Markdown: each method at its chosen point, on test."""
   small = results.get('small_batch', 1)
+  timing = (f'timing at batch {results["batch_size"]} on {results["timing_batch_problems"]} problems and at batch '
+            f'{small} on {results["timing_problems"]}, the fastest of {results["timing_rounds"]} interleaved rounds'
+            if 'timing_rounds' in results else f'batch-{small} timing on {results["timing_problems"]} problems')
   lines = [f'{results["problems"]} test problems, gamma {results["gamma"]}, accuracy batch {results["batch_size"]}, '
-           f'batch-{small} timing on {results["timing_problems"]} problems ({results["device"]}). Settings chosen on '
+           f'{timing} ({results["device"]}). Settings chosen on '
            f'{results["validation_problems"]} validation problems by one rule: {results["choice_rule"]}.', '',
            '| method | validation acc. | validation tokens/call | accuracy | 95% CI | +/- vs target | McNemar p | '
            f'tokens/call | calls/token | speedup | speedup (batch {small}) | step rate vs SPD (batch '
