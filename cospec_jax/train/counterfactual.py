@@ -63,13 +63,18 @@ class Forks:
 
 def continue_forks(target, tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], heads: Sequence[Sequence[int]],
                    max_new_tokens: int, batch_size: int, mesh=None) -> list[list[int]]:
-  """The target's greedy continuation of each prompt + forced answer head, cut so that head + continuation stays
-  within `max_new_tokens`; returns head + continuation per fork. `mesh`: as the target's params were placed."""
+  """The target's greedy continuation of each prompt + forced answer head, within what is left of `max_new_tokens`
+  after the head; returns head + continuation per fork. One continuous-batching call: each fork decodes only its
+  remaining budget and its row is refilled with the next fork as soon as it is done. `mesh`: as the target's params
+  were placed."""
+  if not heads:
+    return []
   decoder = AutoregressiveDecoder(target[0], settings=DecodeSettings.for_tokenizer(tokenizer, max_new_tokens),
                                   mesh=mesh)
-  rests = decoder.generate_in_batches(target[1], [list(p) + list(h) for p, h in zip(prompts, heads)], batch_size) \
-      if heads else []
-  return [list(h) + r[:max(max_new_tokens - len(h), 0)] for h, r in zip(heads, rests)]
+  left = [max(max_new_tokens - len(h), 0) for h in heads]
+  gen = decoder.generate_continuous(target[1], [list(p) + list(h) for p, h in zip(prompts, heads)], batch_size,
+                                    max_new=[max(n, 1) for n in left])  # A budget of 0 decodes one token, cut below.
+  return [list(h) + r.tolist()[:n] for h, r, n in zip(heads, gen.completions(), left)]
 
 
 def collect(target, draft, task, problems: Sequence[dict], gamma: int, max_new_tokens: int,
