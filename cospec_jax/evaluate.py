@@ -328,14 +328,14 @@ def _unchosen_step(config, task, t) -> tuple[int, list]:
   return (arbiter.finished_steps(config, config.arbiter_workdir)[-1] if step < 0 else step), []
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str, pair=None) -> dict:
   """Chooses every setting on validation, then evaluates each method once on test (see module docstring); writes
-  table.md, pareto.png and results.json to `workdir`."""
+  table.md, pareto.png and results.json to `workdir`. `pair`: (target, draft) already loaded (`arbiter.load_pair`)."""
   os.makedirs(workdir, exist_ok=True)
   t = config.table
   mesh = sharding.mesh_from_config(config)
   small_batch = 1 if mesh is None else mesh.shape[sharding.DATA]  # The smallest batch the mesh splits.
-  target, draft = arbiter.load_pair(config, mesh)
+  target, draft = pair or arbiter.load_pair(config, mesh)
   task = arbiter.load_task(config, config.pair.target_workdir)
   splits = {s: _split(task, s) for s in ('train', 'validation', 'test')}
   checked = {s: v for s, v in splits.items() if v is not None}

@@ -7,18 +7,20 @@ the command after an interruption resumes where it stopped, and a stage that fai
 outputs untouched; a marker that does not load reruns its stage, and a lost table.md or pareto.png is redrawn from
 results.json. Stages that train resume from their own checkpoints; a damaged one is named with the flag that
 restores an older step (e.g. --config.arbiter.rl.restore_step). A pretrained pair (configs/paper.py) skips
-the first two. The trace shows CoSpec at the checkpoint and lam the table chose on validation.
+the first two. The trace shows CoSpec at the checkpoint and lam the table chose on validation. The pair is read
+from its checkpoints once, by the first stage after training that needs it, and shared by the later ones.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 
 import ml_collections
 
-from cospec_jax import evaluate, files, report, trace
+from cospec_jax import evaluate, files, report, sharding, trace
 from cospec_jax.models import CheckpointError, read_hf_config
 from cospec_jax.train import arbiter, trainer
 
@@ -98,16 +100,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for name in trained:
     _stage(f'train {name}', model_done(dirs[name]),
            lambda name=name: trainer.train(config[name], dirs[name], f'--config.{name}'), t_start)
+  # The pair, read once (on the mesh the stages use) by the first stage that needs it, and shared by the others.
+  pair = functools.cache(lambda: arbiter.load_pair(config.arbiter, sharding.mesh_from_config(config.arbiter)))
   _stage('train arbiter', arbiter_done(config.arbiter, dirs['arbiter']),
-         lambda: arbiter.train_arbiter(config.arbiter, dirs['arbiter'], '--config.arbiter'), t_start)
+         lambda: arbiter.train_arbiter(config.arbiter, dirs['arbiter'], '--config.arbiter', pair()), t_start)
   results = {}
   _stage('evaluate every method', _table_done(dirs['table']),
-         lambda: results.update(evaluate.run(config.arbiter, dirs['table'])), t_start)
+         lambda: results.update(evaluate.run(config.arbiter, dirs['table'], pair())), t_start)
   if not results:
     with open(os.path.join(dirs['table'], 'table.md')) as f:
       print(f.read())
   config.arbiter.trace.step, config.arbiter.trace.lam = _table_choice(dirs['table'])
   _stage('trace who wrote each token', os.path.exists(os.path.join(dirs['trace'], 'trace.html')),
-         lambda: trace.run(config.arbiter, dirs['trace']), t_start)
+         lambda: trace.run(config.arbiter, dirs['trace'], pair()), t_start)
   print(f'[pipeline] finished in {time.time() - t_start:.0f} s; results in {dirs["table"]}', flush=True)
   return results

@@ -117,13 +117,13 @@ def _final(tokenizer, completion, right: bool) -> str:
   return str(answer) if answer is not None else ('passes its tests' if right else 'no answer / fails its tests')
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+def run(config: ml_collections.ConfigDict, workdir: str, pair=None) -> list[dict]:
   """Writes <workdir>/trace.html and prints up to config.trace.examples traces (see module docstring), or the
-  problems config.trace.problems names."""
+  problems config.trace.problems names. `pair`: (target, draft) already loaded (`arbiter.load_pair`)."""
   os.makedirs(workdir, exist_ok=True)
   t = config.trace
   mesh = sharding.mesh_from_config(config)
-  target, draft = arbiter.load_pair(config, mesh)
+  target, draft = pair or arbiter.load_pair(config, mesh)
   task = arbiter.load_task(config, config.pair.target_workdir)
   tokenizer, problems = task.tokenizer, task.problems('test')[:t.search]
   prompts = [task.prompt(p) for p in problems]

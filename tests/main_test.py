@@ -10,6 +10,8 @@ import sys
 import pytest
 
 from cospec_jax import main as main_lib
+from cospec_jax import pipeline
+from cospec_jax.train import arbiter
 from cospec_jax.models import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,23 +67,28 @@ def test_unknown_config_key_is_named(tmp_path):
   assert 'max_new_tokenz' in proc.stderr
 
 
-def test_pipeline_smoke_runs_every_stage_and_resumes(tmp_path):
-  """The one-command pipeline (smoke): every stage runs once, writes the table, and a second run skips them all."""
+def test_pipeline_smoke_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsys):
+  """The one-command pipeline (smoke): every stage runs once, reading the pair once for all of them, and writes the
+  table; a second run (the command line) skips them all."""
   workdir = tmp_path / 'pipeline'
   command = [sys.executable, '-m', 'cospec_jax.main', f'--config={ROOT}/configs/pipeline.py:smoke',
              f'--workdir={workdir}']
-  proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  loads = []
+  load_pair = arbiter.load_pair
+  monkeypatch.setattr(arbiter, 'load_pair', lambda *a, **k: loads.append(1) or load_pair(*a, **k))
+  pipeline.run(_load(os.path.join(ROOT, 'configs', 'pipeline.py')).get_config('smoke'), str(workdir))
+  out = capsys.readouterr().out
+  assert len(loads) == 1  # Arbiter, table and trace share one read of the pair's checkpoints.
   for stage in ('train draft', 'train target', 'train arbiter', 'evaluate every method', 'trace who wrote each token'):
-    assert f'[pipeline] {stage}: done' in proc.stdout, stage
+    assert f'[pipeline] {stage}: done' in out, stage
   results = json.loads((workdir / 'table' / 'results.json').read_text())
   rows = {r['method']: r for r in results['rows']}
   assert rows['spd greedy']['correct'] == rows['target-only']['correct']
-  assert '| cospec lam=' in proc.stdout  # The table is printed.
+  assert '| cospec lam=' in out  # The table is printed.
   assert (workdir / 'table' / 'pareto.png').stat().st_size > 0
   page = (workdir / 'trace' / 'trace.html').read_text()
   assert page.startswith('<!DOCTYPE html>') and 'kept at a mismatch by the arbiter' in page and '<script' not in page
-  assert 'right and target-only wrong on' in proc.stdout
+  assert 'right and target-only wrong on' in out
   table_mtime = (workdir / 'table' / 'results.json').stat().st_mtime
   table_md = (workdir / 'table' / 'table.md').read_text()
   (workdir / 'table' / 'table.md').unlink()  # Lost outputs of a finished stage: redrawn from results.json.

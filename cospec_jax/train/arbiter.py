@@ -145,15 +145,16 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str, step=None) ->
   return restore_once(os.path.join(workdir, 'checkpoints'), abstract_state, step)
 
 
-def train_arbiter(config: ml_collections.ConfigDict, workdir: str, config_flag: str = '--config') -> dict:
+def train_arbiter(config: ml_collections.ConfigDict, workdir: str, config_flag: str = '--config', pair=None) -> dict:
   """Runs REINFORCE to config.rl.steps (resuming from workdir/checkpoints); returns the last metrics.
   `config_flag`: how the user's command line reaches `config` ('--config.arbiter' in the pipeline), so a corrupt
   checkpoint's error names the flag that works (<config_flag>.rl.restore_step); restoring an older step moves the
-  newer ones aside (checkpoint.py)."""
+  newer ones aside (checkpoint.py). `pair`: (target, draft) as `load_pair` returns them, when the caller has them
+  loaded already (the pipeline loads them once for all its stages)."""
   os.makedirs(workdir, exist_ok=True)
   rl = config.rl
   mesh = sharding.mesh_from_config(config)
-  target, draft = load_pair(config, mesh)
+  target, draft = pair or load_pair(config, mesh)
   task = load_task(config, workdir)
   train_problems = task.problems('train')
   optimizer = make_optimizer(rl)
