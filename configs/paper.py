@@ -87,6 +87,7 @@ def get_config(arg: str = '0.5b-7b,gsm8k') -> ml_collections.ConfigDict:
       target_workdir='',
       draft_workdir='',
       dtype='float32' if smoke else 'bfloat16',  # Activations, KV cache and weights.
+      scan_layers=True,  # Layers under one nn.scan: compile time does not grow with depth.
   ))
   arbiter.rl.update(dict(
       gamma=4 if smoke else 8,

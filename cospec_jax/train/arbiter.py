@@ -67,13 +67,13 @@ def checkpoint_dirs(config: ml_collections.ConfigDict) -> tuple[str, str]:
 
 
 def load_pair(config: ml_collections.ConfigDict, mesh=None):
-  """(target, draft) as (ModelConfig, params), in config.pair.dtype (float32 when unset); with a mesh, the params
-  are placed on it by config.mesh.rules."""
+  """(target, draft) as (ModelConfig, params), in config.pair.dtype (float32 when unset), layers scanned when
+  config.pair.scan_layers; one model after the other. With a mesh, each tensor is read by slice straight into its
+  shards, placed by config.mesh.rules (head-aware), so the host never holds a whole model."""
   dtype = config.pair.get('dtype', 'float32')
-  pair = tuple(load_hf_checkpoint(d, dtype) for d in checkpoint_dirs(config))
-  if mesh is None:
-    return pair
-  return tuple((c, sharding.shard_params(p, config.mesh.rules, mesh)) for c, p in pair)
+  return tuple(load_hf_checkpoint(d, dtype, scan_layers=config.pair.get('scan_layers', False), mesh=mesh,
+                                  rules=None if mesh is None else config.mesh.rules)
+               for d in checkpoint_dirs(config))
 
 
 def load_task(config: ml_collections.ConfigDict, workdir: str):
