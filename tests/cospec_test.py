@@ -1,6 +1,9 @@
 """CoSpec and the relaxed rules: an always-target arbiter is exact SPD; decision records hold exactly the mismatches; REINFORCE's
 gradient matches the analytic one on a two-armed problem."""
 
+import ast
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -167,6 +170,27 @@ def test_rules_by_name():
     TopK(0)
   with pytest.raises(ValueError, match='window=0'):
     Fly(window=0)
+
+
+def _imported_modules(module) -> set:
+  """Every cospec_jax.decoding module `module`'s source imports, at top level or inside a function."""
+  names = set()
+  for node in ast.walk(ast.parse(inspect.getsource(module))):
+    if isinstance(node, ast.ImportFrom) and node.module:
+      names |= {node.module} | {f'{node.module}.{a.name}' for a in node.names}
+    elif isinstance(node, ast.Import):
+      names |= {a.name for a in node.names}
+  return {n.rsplit('.', 1)[-1] for n in names if n.startswith('cospec_jax.decoding.')}
+
+
+def test_rule_modules_import_no_circle():
+  """The registry sits above the rule families: rules.py imports none of them, and they never import the registry."""
+  from cospec_jax.decoding import cospec, registry, relaxed  # pylint: disable=import-outside-toplevel
+  assert not _imported_modules(rules) & {'cospec', 'relaxed', 'registry'}
+  for module in (cospec, relaxed):
+    assert 'registry' not in _imported_modules(module), module.__name__
+  assert {'cospec', 'relaxed', 'rules'} <= _imported_modules(registry)
+  assert set(registry.RULES) >= {'exact', 'rejection_sampling', 'topk', 'threshold', 'fly', 'judge', 'oracle', 'cospec'}
 
 
 def test_fly_needs_the_target_back_in_step():

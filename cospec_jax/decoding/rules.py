@@ -12,7 +12,7 @@ tokens before i; index G predicts the token after a fully kept block. `rule_para
 
 The lossless rules are built from two steps that other rules reuse: `accepts` (which draft tokens pass the target's
 test, scanning left to right) and `correction` (the token committed where the scan stops). A new rule is one class
-here (or in a module of its own) plus one entry in `_register`.
+here (or in a module of its own) plus one entry in `registry.RULES`.
 """
 
 from __future__ import annotations
@@ -135,18 +135,3 @@ class RejectionSampling:
   def __call__(self, block: Block, rng: jax.Array, rule_params: Any = None) -> Verdict:
     del rule_params
     return scan_with_overrides(self, block, rng, jnp.zeros(block.draft_tokens_BxG.shape, bool))[0]
-
-
-def _register():
-  from cospec_jax.decoding import cospec, relaxed  # Rules built on these live in their own modules.
-  return {'exact': Exact, 'rejection_sampling': RejectionSampling, 'topk': relaxed.TopK,
-          'threshold': relaxed.Threshold, 'fly': relaxed.Fly, 'judge': relaxed.Judge, 'oracle': relaxed.Oracle,
-          'cospec': cospec.CoSpec}
-
-
-def make_rule(name: str, **kwargs):
-  """Builds a rule by its config name; `kwargs` go to its constructor."""
-  rules = _register()
-  if name not in rules:
-    raise ValueError(f'Unknown acceptance rule {name!r}; available: {sorted(rules)}.')
-  return rules[name](**kwargs)
