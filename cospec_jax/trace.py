@@ -68,11 +68,33 @@ def _html_text(marked: Sequence[tuple[str, int]]) -> str:
                  for text, source in marked)
 
 
-def html_page(examples: Sequence[dict], title: str) -> str:
-  """One self-contained page (inline CSS, no scripts) with a legend and every example."""
+def _page(title: str, sections: Sequence[str]) -> str:
+  """One self-contained page (inline CSS, no scripts): a title, the legend, the sections."""
   css = '\n'.join(f'.s{s} {{ background: {bg}; }}' for s, (_, bg, _) in STYLES.items())
   legend = ' '.join(f'<span class="s{s}">{html.escape(name)}</span>' for s, (_, _, name) in STYLES.items()
                     if s != state_lib.TARGET)
+  return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>\n'
+          'body { font-family: sans-serif; max-width: 60em; margin: 2em auto; }\n'
+          'pre { font-size: 1.1em; white-space: pre-wrap; line-height: 1.6; }\n'
+          'pre span { border-radius: 2px; }\n.q { font-style: italic; }\n.c { color: #555; }\n'
+          f'{css}\n</style></head><body><h1>{html.escape(title)}</h1><p>{legend}</p>\n' + '\n'.join(sections) +
+          '\n</body></html>\n')
+
+
+def completions_page(rows: Sequence[dict], title: str) -> str:
+  """The page of `python -m cospec_jax.generate`: each prompt, its marked completion and its statistics."""
+  sections = []
+  for i, row in enumerate(rows):
+    stats = (f'target calls {row["target_calls"]}, tokens {row["generated"]}, tokens per target call '
+             f'{row["tokens_per_target_call"]:.2f}, mismatches {row["mismatches"]}, kept by the arbiter '
+             f'{row["kept_at_mismatch"]}')
+    sections.append(f'<section><h2>Prompt {i + 1}</h2><p class="q">{html.escape(row["prompt"])}</p>'
+                    f'<pre>{_html_text(row["marked"])}</pre><p class="c">{html.escape(stats)}</p></section>')
+  return _page(title, sections)
+
+
+def html_page(examples: Sequence[dict], title: str) -> str:
+  """The trace's page: every example, CoSpec's answer marked beside the target's."""
   body = []
   for ex in examples:
     counts = ', '.join(f'{n} {name}' for name, n in ex['counts'].items())
@@ -83,12 +105,7 @@ def html_page(examples: Sequence[dict], title: str) -> str:
         f'<pre>{_html_text(ex["cospec"])}</pre><p class="c">{html.escape(counts)}</p>'
         f'<h3>Target alone: {html.escape(ex["target_answer"])} ({"right" if ex["target_right"] else "wrong"})</h3>'
         f'<pre>{_html_text(ex["target"])}</pre></section>')
-  return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>\n'
-          'body { font-family: sans-serif; max-width: 60em; margin: 2em auto; }\n'
-          'pre { font-size: 1.1em; white-space: pre-wrap; line-height: 1.6; }\n'
-          'pre span { border-radius: 2px; }\n.q { font-style: italic; }\n.c { color: #555; }\n'
-          f'{css}\n</style></head><body><h1>{html.escape(title)}</h1><p>{legend}</p>\n' + '\n'.join(body) +
-          '\n</body></html>\n')
+  return _page(title, body)
 
 
 def _decode_all(decoder, prompts: Sequence[Sequence[int]], batch_size: int, params: tuple, rule_params=None):

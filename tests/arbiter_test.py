@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from cospec_jax.models import save_hf_checkpoint
+from cospec_jax.models import CheckpointError, save_hf_checkpoint
 from cospec_jax.tasks.tokenizer import CharTokenizer
-from cospec_jax import evaluate
+from cospec_jax import evaluate, generate
 from cospec_jax.train import arbiter, counterfactual
 from tests import helpers
 
@@ -216,3 +216,52 @@ def test_two_processes_equal_one(setup, tmp_path):
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
                          arbiter.restore_state(config, str(workdir)).params,
                          arbiter.restore_state(config, str(root / 'full')).params)
+
+
+def test_generate_command_prints_the_trace(setup, tmp_path):
+  """`python -m cospec_jax.generate` on the smoke pair and arbiter: each prompt's completion colored by source, with
+  its statistics, and the HTML page."""
+  config, root = setup
+  page = tmp_path / 'trace.html'
+  out = subprocess.run(
+      [sys.executable, '-m', 'cospec_jax.generate', f'--target={root / "target"}', f'--draft={root / "draft"}',
+       f'--arbiter={root / "full"}', '--rule=cospec', '--lam=1', '--max_new_tokens=16', '--gamma=4',
+       '--prompt=Start with 23. Add 5. Times 3.', '--prompt=Start with 4. Minus 1.', f'--html={page}'],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'legend:' in out.stdout and out.stdout.count('[cospec] target calls') == 2
+  assert '\033[' in out.stdout  # Tokens colored by source.
+  assert page.read_text().startswith('<!DOCTYPE html>') and 'Start with 4. Minus 1.' in page.read_text()
+
+
+def test_generate_spd_equals_the_target_alone(setup):
+  _, root = setup
+  prompts = ['Start with 23. Add 5. Times 3.', 'Start with 4. Minus 1.', 'Start with 9.']
+  target = generate.run(str(root / 'target'), '', 'target', prompts, max_new_tokens=16)
+  spd = generate.run(str(root / 'target'), str(root / 'draft'), 'exact', prompts, max_new_tokens=16, gamma=4)
+  assert [r['completion'] for r in spd] == [r['completion'] for r in target]
+  assert all(r['kept_at_mismatch'] == 0 for r in spd)
+  topk = generate.run(str(root / 'target'), str(root / 'draft'), 'topk', prompts, settings=['k=3'],
+                      max_new_tokens=16, gamma=4)
+  assert sum(r['mismatches'] for r in topk) > 0
+
+
+def test_generate_names_bad_input(setup, tmp_path):
+  config, root = setup
+  other = tmp_path / 'other'
+  tc, tp, dc, dp = helpers.tiny_pair(CharTokenizer().vocab_size, seed=5, noise=0.15)
+  save_hf_checkpoint(str(other / 'target' / 'hf'), tc, tp)
+  with pytest.raises(ValueError, match='trained for another pair: the target checkpoint'):
+    generate.run(str(other / 'target'), str(root / 'draft'), 'cospec', ['Start with 4.'], arbiter=str(root / 'full'))
+  with pytest.raises(CheckpointError, match='--draft='):
+    generate.run(str(root / 'target'), str(tmp_path / 'nowhere'), 'exact', ['Start with 4.'])
+  with pytest.raises(ValueError, match='Prompt 2 is'):
+    generate.run(str(root / 'target'), str(root / 'draft'), 'exact', ['Start with 4.', '9' * 3000])
+  with pytest.raises(ValueError, match='needs --arbiter'):
+    generate.run(str(root / 'target'), str(root / 'draft'), 'cospec', ['Start with 4.'])
+  with pytest.raises(ValueError, match='No prompt given'):
+    generate.read_prompts([], '')
+  bad = tmp_path / 'p.jsonl'
+  bad.write_text('{"prompt": "Start with 4."}\n{"answer": 3}\n')
+  with pytest.raises(ValueError, match='line 2 has no "prompt"'):
+    generate.read_prompts([], str(bad))

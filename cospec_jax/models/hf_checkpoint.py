@@ -10,6 +10,7 @@ place, so a failed export never leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import mmap
 import os
@@ -277,6 +278,28 @@ def _index_file(path: str) -> dict[str, _Stored]:
     return out
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise CheckpointError(f'{path} is corrupt or truncated ({e}); re-export or re-download it.') from e
+
+
+def fingerprint(directory: str, probe_bytes: int = 1 << 20) -> str:
+  """A short digest that tells checkpoints apart without reading them whole: config.json's bytes, and each weight
+  file's size and its first and last `probe_bytes` (two trainings of one architecture differ there)."""
+  digest = hashlib.sha256(_read_bytes(os.path.join(directory, 'config.json')))
+  for path in _weight_files(directory):
+    size = os.path.getsize(path)
+    digest.update(str(size).encode())
+    with open(path, 'rb') as f:
+      digest.update(f.read(probe_bytes))
+      f.seek(max(size - probe_bytes, 0))
+      digest.update(f.read(probe_bytes))
+  return digest.hexdigest()[:16]
+
+
+def _read_bytes(path: str) -> bytes:
+  try:
+    with open(path, 'rb') as f:
+      return f.read()
+  except OSError as e:
+    raise CheckpointError(f'{path} cannot be read ({e.strerror}); point at a Hugging Face checkpoint directory.') from e
 
 
 def read_hf_config(directory: str, dtype: Optional[str] = 'float32', param_dtype: Optional[str] = None,

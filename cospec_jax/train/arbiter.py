@@ -40,7 +40,7 @@ from cospec_jax import files, sharding
 from cospec_jax.decoding import CoSpec, DecodeSettings, Exact, SpeculativeDecoder
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.cospec import ArbiterPolicy, init_policy
-from cospec_jax.models import load_hf_checkpoint, read_hf_config
+from cospec_jax.models import fingerprint, load_hf_checkpoint, read_hf_config
 from cospec_jax.tasks import task as task_lib
 from cospec_jax.train import counterfactual, reinforce, trainer
 from cospec_jax.train.checkpoint import Checkpointer, abstract, restore_once
@@ -228,7 +228,15 @@ def _write_done(config: ml_collections.ConfigDict, workdir: str, steps: list[int
     raise RuntimeError(f'The final arbiter checkpoint (step {config.rl.steps}) in {workdir}/checkpoints does not '
                        'restore; rerun the command to train it again from the last good step.')
   if jax.process_index() == 0:
-    files.write_atomically(os.path.join(workdir, DONE_FILE), json.dumps({'steps': good, 'last': config.rl.steps}))
+    files.write_atomically(os.path.join(workdir, DONE_FILE), json.dumps(
+        {'steps': good, 'last': config.rl.steps, 'pair': pair_fingerprints(config),
+         'policy': {'hidden': config.policy.hidden, 'projection': config.policy.projection}}))
+
+
+def pair_fingerprints(config: ml_collections.ConfigDict) -> dict:
+  """{'target': digest, 'draft': digest} of the pair's checkpoints (models.fingerprint): recorded with a finished
+  arbiter, so a later user of it can check that it is given the pair it was trained for."""
+  return dict(zip(('target', 'draft'), (fingerprint(d) for d in checkpoint_dirs(config))))
 
 
 def finished_steps(config: ml_collections.ConfigDict, workdir: str) -> list[int]:
