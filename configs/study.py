@@ -6,9 +6,9 @@ Smoke (one tiny pair, two arbiter seeds; exercised by the tests):
   python -m cospec_jax.main --config=configs/study.py:smoke --workdir=/tmp/study_smoke
 Make it bigger: --config.study.pair_seeds=0,1,2,3,4 --config.study.arbiter_seeds=0,1,2,3; more REINFORCE with
 --config.arbiter.rl.steps=200 (a finished study's runs are then refused: use a new --workdir).
-Runtime: planned at about 2 hours on a 2-core CPU (per pair about 10 min of pair training, 4 min of forks, 3 x 3
-arbiters of 100 REINFORCE steps, about 2 min each, and their evaluation; plus the settings grid once); see
-docs/study/study.md for what the finished run measured.
+Runtime: about 2 hours on a 2-core CPU, from the parts measured 2026-12-02 (the whole run not yet): the settings
+grid 10 min once; per pair 11 min of training (draft 2, target 9), 2 min of forks, and 9 arbiters of 100 REINFORCE
+steps at 1.5-4 min each with their evaluation.
 Reproduces: docs/study/ (study.json, study.md, study.png) and the README's statement of how much of CoSpec's gain
 comes from supervision and how much from REINFORCE (cospec_jax/study.py says what each ablation is).
 """
