@@ -6,9 +6,10 @@ Smoke (one tiny pair, two arbiter seeds; exercised by the tests):
   python -m cospec_jax.main --config=configs/study.py:smoke --workdir=/tmp/study_smoke
 Make it bigger: --config.study.pair_seeds=0,1,2,3,4 --config.study.arbiter_seeds=0,1,2,3; more REINFORCE with
 --config.arbiter.rl.steps=200 (a finished study's runs are then refused: use a new --workdir).
-Runtime: about 2 hours on a 2-core CPU, from the parts measured 2026-12-02 (the whole run not yet): the settings
-grid 10 min once; per pair 11 min of training (draft 2, target 9), 2 min of forks, and 9 arbiters of 100 REINFORCE
-steps at 1.5-4 min each with their evaluation.
+Runtime: measured 2026-12-02 from a clean clone of 13f38b4: 152 min of wall-clock, of which 40 min stopped (two CI
+runs) and the rest shared with other work, so about 112 min of running, with pair seed 0 copied from the pipeline
+run (training a pair adds about 11 min): the settings grid 10 min; per pair 11 min of training, 1.5-2 min of forks,
+9 arbiters of 100 REINFORCE steps at 1.5-5 min each with their evaluation.
 Reproduces: docs/study/ (study.json, study.md, study.png) and the README's statement of how much of CoSpec's gain
 comes from supervision and how much from REINFORCE (cospec_jax/study.py says what each ablation is).
 """
