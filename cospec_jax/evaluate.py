@@ -14,8 +14,9 @@ labels CoSpec's warm start uses) over their thresholds, CoSpec over `lam` with t
    target calls per generated token; wall-clock tokens/s and speedup against target-only decoding, and seconds per
    verify step against SPD's, measured in this process at the accuracy run's batch size (on `timing.batch_problems`
    problems) and at batch size 1 (on `timing.problems`), every row alike: all compiled first, then timed in
-   `timing.rounds` interleaved rounds, the fastest round counting (`time_rows`). On the test split's counterfactual forks: the oracle's mismatches, and how often each
-   arbiter's decisions agree with the counterfactual labels, per lam (diagnostics: they feed no choice).
+   `timing.rounds` interleaved rounds, the fastest round counting (`time_rows`). On the test split's counterfactual
+   forks: the oracle's mismatches, and how often each arbiter's decisions agree with the counterfactual labels, per
+   lam (diagnostics: they feed no choice).
 3. Transfer. When the data mix in a second family (tasks/arithmetic.py's `units`), target-only, SPD and CoSpec at
    the settings chosen above (the arbiter trained on arithmetic alone) on that family's test split.
 

@@ -32,11 +32,10 @@ from cospec_jax import files, trace
 from cospec_jax.decoding import (AutoregressiveDecoder, CoSpec, DecodeSettings, Exact, Greedy, RejectionSampling,
                                  Sampling, SpeculativeDecoder, make_rule)
 from cospec_jax.decoding.cospec import ArbiterPolicy
-from cospec_jax.models import CheckpointError, fingerprint, load_hf_checkpoint, read_hf_config
+from cospec_jax.models import CheckpointError, load_hf_checkpoint, read_hf_config
 from cospec_jax.tasks.hf_tokenizer import HFTokenizer
 from cospec_jax.tasks.tokenizer import CharTokenizer
 from cospec_jax.train import arbiter as arbiter_lib
-from cospec_jax.train import checkpoint
 from cospec_jax.train import data as data_lib
 from cospec_jax.train import defaults
 
@@ -110,8 +109,7 @@ def tokenizer_and_encoder(target_dir: str, vocab_size: int, chat: bool):
   return tokenizer, lambda text: data_lib.prompt_ids(tokenizer, text)  # As the embedded task frames a question.
 
 
-def load_arbiter(workdir: str, step: int, target_dir: str, draft_dir: str, target_config, draft_config,
-                 hidden: int, projection: int):
+def load_arbiter(workdir: str, step: int, target_dir: str, draft_dir: str, hidden: int, projection: int):
   """(policy, params) of the arbiter in `workdir`, checked against the pair it is given."""
   try:
     with open(os.path.join(workdir, arbiter_lib.DONE_FILE)) as f:
@@ -119,8 +117,11 @@ def load_arbiter(workdir: str, step: int, target_dir: str, draft_dir: str, targe
   except (OSError, ValueError) as e:
     raise FileNotFoundError(f'--arbiter={workdir!r} holds no finished arbiter ({arbiter_lib.DONE_FILE} is missing or '
                             'unreadable): train one with the train_arbiter job (or the pipeline) first.') from e
-  recorded = done.get('pair')
-  given = {'target': fingerprint(target_dir), 'draft': fingerprint(draft_dir)}
+  hidden, projection = (done.get('policy', {}).get(k, v) for k, v in (('hidden', hidden), ('projection', projection)))
+  config = defaults.arbiter_config(False)
+  config.pair.update(dict(target_checkpoint=target_dir, draft_checkpoint=draft_dir))
+  config.policy.update(dict(hidden=hidden, projection=projection))
+  recorded, given = done.get('pair'), arbiter_lib.pair_fingerprints(config)
   if recorded is None:
     print(f'note: {workdir} was trained by a version that did not record its pair; it cannot be checked against '
           'this one.', file=sys.stderr)
@@ -129,21 +130,17 @@ def load_arbiter(workdir: str, step: int, target_dir: str, draft_dir: str, targe
     raise ValueError(f'The arbiter in {workdir} was trained for another pair: the {" and ".join(which)} checkpoint '
                      f'differs from the one it recorded. Give --target/--draft the pair it was trained on, or train '
                      'an arbiter for this pair.')
-  hidden, projection = (done.get('policy', {}).get(k, v) for k, v in (('hidden', hidden), ('projection', projection)))
-  config = defaults.arbiter_config(False)
-  config.pair.update(dict(target_checkpoint=target_dir, draft_checkpoint=draft_dir))
-  config.policy.update(dict(hidden=hidden, projection=projection))
   step = done['steps'][-1] if step < 0 else step
   if step not in done['steps']:
     raise ValueError(f'--step={step}: the arbiter in {workdir} kept steps {done["steps"]}.')
-  abstract = jax.eval_shape(lambda: arbiter_lib.initial_state(config, (target_config, None), (draft_config, None)))
   try:
-    state = checkpoint.restore_once(os.path.join(workdir, 'checkpoints'), abstract, step)
+    state = arbiter_lib.restore_state(config, workdir, step)
   except Exception as e:  # orbax names the mismatching leaf; say what it means here.
-    raise ValueError(f'The arbiter in {workdir} (step {step}) does not fit this pair (target width '
-                     f'{target_config.d_model}, draft width {draft_config.d_model}) with policy hidden={hidden}, '
-                     f'projection={projection}: was it trained for another pair, or with other --policy_* sizes? '
-                     f'({type(e).__name__}: {str(e)[:200]})') from e
+    widths = ', '.join(f'{name} width {read_hf_config(d).d_model}' for name, d in (('target', target_dir),
+                                                                                  ('draft', draft_dir)))
+    raise ValueError(f'The arbiter in {workdir} (step {step}) does not fit this pair ({widths}) with policy '
+                     f'hidden={hidden}, projection={projection}: was it trained for another pair, or with other '
+                     f'--policy_* sizes? ({type(e).__name__}: {str(e)[:200]})') from e
   return ArbiterPolicy(hidden, projection), state.params
 
 
@@ -198,8 +195,7 @@ def run(target_path: str, draft_path: str, rule: str, prompts: Sequence[str], *,
     if rule == 'cospec':
       if not arbiter:
         raise ValueError('--rule=cospec needs --arbiter=<workdir of a trained arbiter>.')
-      policy, params = load_arbiter(arbiter, step, target_dir, draft_dir, read_hf_config(target_dir),
-                                    read_hf_config(draft_dir), policy_hidden, policy_projection)
+      policy, params = load_arbiter(arbiter, step, target_dir, draft_dir, policy_hidden, policy_projection)
       rule_params = {'policy': params, 'lam': float(lam)}
     decoder = SpeculativeDecoder(target[0], draft[0], build_rule(rule, settings, temperature, policy), gamma,
                                  decode_settings)

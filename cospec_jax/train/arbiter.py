@@ -12,8 +12,8 @@ final-answer correctness (the task's own scorer: answer match, or tests passed i
 target call) / (gamma + 1) * config.rl.speed_weight. A leave-one-out baseline within each prompt's K rollouts gives
 the advantages (divided by their standard deviation over the batch when config.rl.normalize_advantages; the share of
 groups whose rollouts differ at all is logged as groups_with_signal: the others carry no gradient); the update is
-`reinforce.make_update`, with an entropy bonus of weight config.rl.entropy_coef. Policy, optimizer state, step and RNG are checkpointed with orbax, so a killed
-run resumes exactly.
+`reinforce.make_update`, with an entropy bonus of weight config.rl.entropy_coef. Policy, optimizer state, step and
+RNG are checkpointed with orbax, so a killed run resumes exactly.
 
 Scale (`config.mesh`, `config.distributed`): rollouts (and the warm start's forks) are split over the mesh's `data`
 axis and the pair's weights over `model` by `config.mesh.rules`; the update is the same loss over the global batch.
