@@ -135,7 +135,7 @@ def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
       deviation_cost=0.05,
   ))
   config.rl = ml_collections.ConfigDict(dict(
-      steps=4 if smoke else 400,  # Policy updates after the warm start.
+      steps=4 if smoke else 200,  # Policy updates after the warm start.
       prompts_per_step=4 if smoke else 16,  # P: distinct training prompts per update.
       rollouts_per_prompt=4 if smoke else 8,  # K: rollouts of each (the leave-one-out group).
       lams=(0.0, 0.25, 0.5, 0.75, 1.0),  # Speed/accuracy knob values; each prompt group draws one.
@@ -144,10 +144,11 @@ def arbiter_config(smoke: bool, target_workdir: str = 'runs/target',
       max_new_tokens=16 if smoke else 88,  # Solution length cap.
       max_decisions=32,  # Decision slots recorded per rollout (more are dropped and counted).
       learning_rate=1e-4,
-      entropy_coef=0.0,  # Entropy bonus weight (loss -= entropy_coef * mean policy entropy at decisions).
+      entropy_coef=0.03,  # Entropy bonus weight (loss -= entropy_coef * mean policy entropy at decisions); the seed study's
+      # choice on validation (docs/study/study.json 'tuning').
       normalize_advantages=False,  # Divide the advantages by their standard deviation over the batch.
       grad_clip=1.0,
-      save_every=2 if smoke else 50,  # Each saved step is a candidate of the table's choice on validation.
+      save_every=2 if smoke else 25,  # Each saved step is a candidate of the table's choice on validation.
       keep=1000,  # Checkpoints kept: all of them (the policy is small), so the best on validation remains.
       restore_step=-1,  # -1 resumes from the latest checkpoint.
       progress_bar=not smoke,
@@ -184,7 +185,7 @@ def table_config(smoke: bool) -> ml_collections.ConfigDict:
   one rule (cospec_jax/selection.py) picks each method's point; the test split is read once, at those points."""
   return ml_collections.ConfigDict(dict(
       num_examples=32 if smoke else 500,  # Test problems, read once by the final table.
-      validation_examples=16 if smoke else 500,  # Validation problems: every sweep and the checkpoint choice.
+      validation_examples=16 if smoke else 300,  # Validation problems: every sweep and the checkpoint choice.
       batch_size=32 if smoke else 125,  # Rows per decode call for accuracy.
       # Each method's candidate settings ({setting: values}; every combination is tried on validation).
       temperatures=(0.7,) if smoke else (0.3, 0.7, 1.0),  # Speculative sampling (rejection sampling).
