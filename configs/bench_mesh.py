@@ -11,7 +11,7 @@ Runtime: about 11 minutes on a 2-core CPU with 8 simulated devices (5 meshes x 3
 import ml_collections
 
 from cospec_jax import config_args
-from cospec_jax.train import defaults
+from cospec_jax import sharding
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -19,7 +19,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   smoke = config_args.is_smoke(arg, __file__)
   config = ml_collections.ConfigDict()
   config.job = 'bench_mesh'  # What cospec_jax.main runs.
-  config.mesh = defaults.mesh_config()  # Only `rules` is used; the shapes are bench.meshes.
+  # How weights split over the model axis: the library's Llama rules ((regex on the parameter path, partition) pairs;
+  # nobody edits them). The mesh shapes are bench.meshes.
+  config.mesh = ml_collections.ConfigDict(dict(rules=sharding.LLAMA_RULES))
   bench = config.bench = ml_collections.ConfigDict()
   bench.meshes = ((1, 1), (8, 1)) if smoke else ((1, 1), (8, 1), (4, 2), (2, 4), (1, 8))  # (data, model) shapes.
   bench.batch_sizes = (8,) if smoke else (8, 32, 64)  # Rows per call; a mesh skips those its data axis won't split.

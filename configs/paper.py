@@ -21,7 +21,7 @@ figures are in experiments/tpu/README.md).
 
 import ml_collections
 
-from cospec_jax.train import defaults
+from cospec_jax import config_args
 
 # The `model` axis per topology (the batch takes the rest of the chips). It must divide the target's query heads (7B:
 # 28, 32B: 40) so no head is split; the KV cache then splits over it by whole heads (sharding.kv_repeat). bfloat16
@@ -71,7 +71,10 @@ def get_config(arg: str = '0.5b-7b,gsm8k') -> ml_collections.ConfigDict:
   batch_size = min(batch_size, rows)
   rollouts = 8  # Per prompt: REINFORCE decodes prompts_per_step * rollouts rows in one call.
 
-  arbiter = defaults.arbiter_config(smoke)
+  # The embedded arbiter's settings (configs/train_arbiter.py: policy, warm start, REINFORCE, mesh rules), with what
+  # a real pair changes set below.
+  small = 'smoke' if smoke else ''
+  arbiter = config_args.load(__file__, 'train_arbiter', small)
   arbiter.data = ml_collections.ConfigDict(dict(
       task=task,
       tokenizer_dir='',  # '' reads the target checkpoint's tokenizer.json / tokenizer_config.json.
@@ -100,14 +103,14 @@ def get_config(arg: str = '0.5b-7b,gsm8k') -> ml_collections.ConfigDict:
   ))
   arbiter.warm_start.update(dict(problems=4 if smoke else warm_problems, batch_size=4 if smoke else batch_size,
                                  steps=5 if smoke else 1000))
-  arbiter.mesh = defaults.mesh_config(data=1 if smoke else -1, model=1 if smoke else model_axis)
-  arbiter.table = defaults.table_config(smoke)
+  arbiter.mesh.update(dict(data=1 if smoke else -1, model=1 if smoke else model_axis))
+  arbiter.table = config_args.load(__file__, 'reproduce_table', small).table  # Its sweeps; sizes set here.
   arbiter.table.update(dict(num_examples=4 if smoke else 10_000, batch_size=4 if smoke else batch_size))
   if smoke:  # Fewer rows: the checks are about loading and scoring, not about the relaxed rules.
     arbiter.table.relaxed = {}
     arbiter.table.lams = (0.0,)
   arbiter.table.timing.update(dict(problems=2 if smoke else 50))
-  arbiter.trace = defaults.trace_config(smoke)
+  arbiter.trace = config_args.load(__file__, 'trace', small).trace
   arbiter.trace.update(dict(search=4 if smoke else 500, batch_size=4 if smoke else batch_size))
 
   if task == 'humaneval':  # Evaluation only: the table job, with an arbiter trained elsewhere.

@@ -17,7 +17,6 @@ comes from supervision and how much from REINFORCE (cospec_jax/study.py says wha
 import ml_collections
 
 from cospec_jax import config_args
-from cospec_jax.train import defaults
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -26,12 +25,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.job = 'study'  # What cospec_jax.main runs.
   config.data_dir = ''  # '' keeps the data set in <workdir>/tfds (one copy for every pair).
-  config.draft = defaults.draft_config(smoke)  # configs/train_draft.py; its seed + seed_stride * pair seed.
-  config.target = defaults.target_config(smoke)  # configs/train_target.py; likewise.
-  config.arbiter = defaults.arbiter_config(smoke)  # configs/train_arbiter.py; seed + seed_stride * arbiter seed.
+  # The pipeline's stages, from their files: seeds are offset per pair and arbiter seed (seed_stride below).
+  config.target = config_args.load(__file__, 'train_target', arg)  # The data, and the target's model.
+  config.draft = config_args.load(__file__, 'train_draft', arg)
+  config.arbiter = config_args.load(__file__, 'train_arbiter', arg)
+  config.draft.data = config.arbiter.data = config.target.data  # One data section, as in the pipeline.
   config.arbiter.arbiter_workdir = ''  # Set per run by the study.
-  config.arbiter.rl.steps = 4 if smoke else 100  # REINFORCE steps per arbiter (the pipeline's 400 cost 4x more).
+  config.arbiter.rl.steps = 4 if smoke else 100  # REINFORCE steps per arbiter.
   config.arbiter.rl.save_every = 2 if smoke else 25  # Checkpoints: the candidates of the validation choice.
+  config.arbiter.rl.entropy_coef = 0.0  # Any value: the tuning grid below sets it (and the learning rate).
   config.study = ml_collections.ConfigDict(dict(
       pair_seeds=(0,) if smoke else (0, 1, 2),  # Pair seed 0 is the pipeline's pair (same seeds).
       arbiter_seeds=(0, 1) if smoke else (0, 1, 2),  # Arbiter seed 0 is the pipeline's arbiter seed.

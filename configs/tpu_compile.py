@@ -46,7 +46,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.max_new_tokens = 384  # Tokens per row (configs/paper.py's gsm8k budget).
   config.max_decisions = 64  # CoSpec's recorded decisions per row (rl.max_decisions).
   config.tau = 4.0  # Assumed tokens per target call for the SPD projection (not measured on these pairs).
-  config.policy_hidden = 64  # Arbiter MLP width (train/defaults.py).
+  config.policy_hidden = 64  # Arbiter MLP width (configs/train_arbiter.py).
   config.policy_projection = 16  # Arbiter hidden-state projection width.
   config.models = ''  # '' reads the pairs' config.json shapes from experiments/tpu/data/qwen2.5_configs.json.
   if arg == 'bars':

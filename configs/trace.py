@@ -1,7 +1,8 @@
 """The collaboration trace: CoSpec's answers with every token marked by who wrote it (draft accepted, draft kept at a
 mismatch by the arbiter, target correction, bonus), on test problems where CoSpec is right and target-only wrong.
 
-Needs the trained pair and arbiter (configs/train_*.py or configs/pipeline.py, whose last stage runs this).
+Needs the trained pair and arbiter (configs/train_*.py or configs/pipeline.py, whose last stage runs this); the
+arbiter's own settings (policy shape, gamma, answer length, data) are read from configs/train_arbiter.py.
 Run:
   python experiments/trace.py --config=configs/trace.py --workdir=runs/trace \
       --config.pair.target_workdir=runs/target --config.pair.draft_workdir=runs/draft \
@@ -13,14 +14,20 @@ Runtime: under a minute on a 2-core CPU (it decodes config.trace.search problems
 import ml_collections
 
 from cospec_jax import config_args
-from cospec_jax.train import defaults
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """`arg`: '' for the real run, 'smoke' for a short version of the same thing."""
   smoke = config_args.is_smoke(arg, __file__)
-  config = defaults.arbiter_config(smoke)  # The arbiter's own settings (policy shape, gamma, answer length).
+  config = config_args.load(__file__, 'train_arbiter', arg)  # The arbiter's settings, data and pair.
   config.job = 'trace'
   config.arbiter_workdir = 'runs/arbiter'  # Workdir of configs/train_arbiter.py.
-  config.trace = defaults.trace_config(smoke)
+  config.trace = ml_collections.ConfigDict(dict(
+      lam=0.0,  # CoSpec's speed/accuracy knob (the pipeline sets the table's choice).
+      step=-1,  # Arbiter checkpoint; -1: the last the arbiter stage recorded (the pipeline sets the table's choice).
+      examples=3 if smoke else 5,  # Problems shown where CoSpec is right and target-only wrong.
+      problems=(),  # Or these test-problem indices, whoever was right.
+      search=32 if smoke else 500,  # Test problems decoded to find examples.
+      batch_size=32 if smoke else 125,  # Rows per decode call.
+  ))
   return config

@@ -25,6 +25,7 @@ import sys
 from typing import Sequence
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags
 
@@ -37,7 +38,6 @@ from cospec_jax.tasks.hf_tokenizer import HFTokenizer
 from cospec_jax.tasks.tokenizer import CharTokenizer
 from cospec_jax.train import arbiter as arbiter_lib
 from cospec_jax.train import data as data_lib
-from cospec_jax.train import defaults
 
 RELAXED = ('topk', 'threshold', 'fly')
 RULES = ('target', 'exact', 'sampling', 'cospec') + RELAXED
@@ -118,9 +118,10 @@ def load_arbiter(workdir: str, step: int, target_dir: str, draft_dir: str, hidde
     raise FileNotFoundError(f'--arbiter={workdir!r} holds no finished arbiter ({arbiter_lib.DONE_FILE} is missing or '
                             'unreadable): train one with the train_arbiter job (or the pipeline) first.') from e
   hidden, projection = (done.get('policy', {}).get(k, v) for k, v in (('hidden', hidden), ('projection', projection)))
-  config = defaults.arbiter_config(False)
-  config.pair.update(dict(target_checkpoint=target_dir, draft_checkpoint=draft_dir))
-  config.policy.update(dict(hidden=hidden, projection=projection))
+  # What restoring reads: the pair (the policy's input widths), the policy's shape, the optimiser state's structure.
+  config = ml_collections.ConfigDict(dict(
+      seed=0, pair=dict(target_checkpoint=target_dir, draft_checkpoint=draft_dir),
+      policy=dict(hidden=hidden, projection=projection), rl=dict(grad_clip=1.0, learning_rate=1e-4)))
   recorded, given = done.get('pair'), arbiter_lib.pair_fingerprints(config)
   if recorded is None:
     print(f'note: {workdir} was trained by a version that did not record its pair; it cannot be checked against '

@@ -3,6 +3,7 @@ valid ones, never the full run."""
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -41,3 +42,57 @@ def test_the_command_line_names_the_valid_arguments(tmp_path):
                           text=True, timeout=300)
   assert result.returncode != 0
   assert '--config=configs/pipeline.py:smoke' in result.stderr and not os.path.exists(tmp_path / 'run')
+
+
+def _leaves(tree, path=()):
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      yield from _leaves(value, path + (key,))
+    else:
+      yield path + (key,), value
+
+
+def _sources(name):
+  """The text of configs/<name> and of every config file it builds on (config_args.load), transitively."""
+  seen, todo = {}, [name]
+  while todo:
+    current = todo.pop()
+    with open(os.path.join(CONFIGS, current)) as f:
+      seen[current] = f.read()
+    todo += [f'{n}.py' for n in re.findall(r"config_args\.load\(__file__, '(\w+)'", seen[current])
+             if f'{n}.py' not in seen]
+  return seen
+
+
+def _args(name, module):
+  if name == 'paper.py':
+    return [f'{pair},{task}{smoke}' for pair in module.PAIRS for task in module.TASKS for smoke in ('', ',smoke')]
+  return ['', 'smoke', 'bars'] if name == 'tpu_compile.py' else ['', 'smoke']
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_every_field_is_set_and_stated_in_a_config_file(name):
+  """A user reads every knob in configs/: each field of each config, full and smoke, has a value (not None) and is named in the file or in a config file it builds on, none only in library code."""
+  module = _load(name)
+  text = '\n'.join(_sources(name).values())
+  for arg in _args(name, module):
+    config = module.get_config(arg).to_dict()
+    for path, value in _leaves(config):
+      where = f'configs/{name}:{arg} field {".".join(path)}'
+      assert value is not None, f'{where} is not set'
+      if not re.search(rf"(\b{path[-1]}\s*=[^=]|'{path[-1]}'\s*:)", text):
+        pytest.fail(f'{where} is not stated in configs/ (set by library code?)')
+
+
+def test_a_stage_file_and_the_pipeline_agree():
+  """The pipeline reads its stages from their files: a stage's config and the pipeline's section are equal, and its
+  one data section is shared, so a change to it reaches every stage."""
+  pipeline = _load('pipeline.py').get_config('')
+  assert pipeline.target == _load('train_target.py').get_config('')
+  assert pipeline.draft == _load('train_draft.py').get_config('')
+  arbiter = _load('train_arbiter.py').get_config('')
+  assert pipeline.arbiter.rl == arbiter.rl and pipeline.arbiter.policy == arbiter.policy
+  assert pipeline.arbiter.table == _load('reproduce_table.py').get_config('').table
+  assert pipeline.arbiter.trace == _load('trace.py').get_config('').trace
+  pipeline.target.data.train_size = 123
+  assert pipeline.draft.data.train_size == pipeline.arbiter.data.train_size == 123

@@ -1,11 +1,19 @@
 """Disjoint splits of the embedded task: no training problem in validation or test, at the pipeline's sizes."""
 
 import itertools
+import os
 
 import pytest
 
+from cospec_jax import config_args
 from cospec_jax.tasks import arithmetic
-from cospec_jax.train import defaults
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def _pipeline_data():
+  """The data section of the pipeline's full run (configs/train_target.py, which every stage shares)."""
+  return config_args.load(os.path.join(CONFIGS, 'pipeline.py'), 'pipeline').target.data
 
 
 def _splits(data):
@@ -22,7 +30,7 @@ def _splits(data):
 
 
 def test_no_overlap_at_the_pipelines_sizes():
-  data = defaults.arithmetic_data(smoke=False)
+  data = _pipeline_data()
   splits = _splits(data)
   assert [len(splits[s]) for s in ('train', 'validation', 'test')] == [50_000, 700, 700]
   assert {p['family'] for p in splits['test']} == {'arithmetic', 'units'}
@@ -45,7 +53,7 @@ def test_the_partition_holds_across_seeds():
 
 @pytest.mark.parametrize('family', arithmetic.FAMILIES)
 def test_key_matches_the_question(family):
-  wording = arithmetic.Wording(**defaults.arithmetic_data(smoke=False).wording.to_dict())
+  wording = arithmetic.Wording(**_pipeline_data().wording.to_dict())
   for p in arithmetic.iter_problems(0, 'train', 200, wording=wording, family=family):
     assert arithmetic.key_of_question(p['question']) == p['key']
     assert arithmetic.split_of_key(p['key']) == 'train'
