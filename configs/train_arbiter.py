@@ -39,7 +39,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # features (probabilities, entropies, margins), their hidden states projected, and lam.
   config.policy = ml_collections.ConfigDict(dict(
       hidden=64,  # MLP width.
-      projection=16,  # Width each model's hidden state is projected to; 0: scalar features only.
+      projection=0,  # Width each model's hidden state is projected to; 0: scalar features only.
   ))
 
   # The warm start (cospec_jax/train/counterfactual.py): fork every mismatch of greedy SPD on training problems, finish
@@ -63,7 +63,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       steps=4 if smoke else 200,  # Policy updates after the warm start.
       prompts_per_step=4 if smoke else 16,  # P: distinct training prompts per update.
       rollouts_per_prompt=4 if smoke else 8,  # K: rollouts of each (the leave-one-out group).
-      lams=(0.0, 0.25, 0.5, 0.75, 1.0),  # Speed/accuracy knob values; each prompt group draws one.
+      lams=(0.0, 0.25, 0.5, 1.0, 1.5, 2.0),  # Speed/accuracy knob values; each prompt group draws one.
       speed_weight=0.3,  # Reward = correct + lam * speed_weight * (tokens per target call) / (gamma + 1).
       gamma=8,  # Draft tokens per target call (8 leaves fewer mismatches at bonus positions, out of CoSpec's reach).
       max_new_tokens=16 if smoke else 88,  # Solution length cap.
