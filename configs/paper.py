@@ -75,6 +75,8 @@ def get_config(arg: str = '0.5b-7b,gsm8k') -> ml_collections.ConfigDict:
   # a real pair changes set below.
   small = 'smoke' if smoke else ''
   arbiter = config_args.load(__file__, 'train_arbiter', small)
+  # Its policy reads the scalar features only (chosen on the embedded world's validation split, where hidden-state
+  # projections overfit ~8,000 forks); --config.arbiter.policy.projection=16 adds both models' hidden states.
   arbiter.data = ml_collections.ConfigDict(dict(
       task=task,
       tokenizer_dir='',  # '' reads the target checkpoint's tokenizer.json / tokenizer_config.json.

@@ -34,6 +34,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.arbiter.rl.steps = 4 if smoke else 100  # REINFORCE steps per arbiter.
   config.arbiter.rl.save_every = 2 if smoke else 25  # Checkpoints: the candidates of the validation choice.
   config.arbiter.rl.entropy_coef = 0.0  # Any value: the tuning grid below sets it (and the learning rate).
+  # The arbiter as the study ran it (docs/study/): the full policy, hidden-state projections included ('scalar
+  # features' is its ablation), trained on lams 0..1. The pipeline has since chosen scalar features and lams up to 2
+  # on validation (configs/train_arbiter.py).
+  config.arbiter.policy.projection = 16
+  config.arbiter.rl.lams = (0.0, 0.25, 0.5, 0.75, 1.0)
   config.study = ml_collections.ConfigDict(dict(
       pair_seeds=(0,) if smoke else (0, 1, 2),  # Pair seed 0 is the pipeline's pair (same seeds).
       arbiter_seeds=(0, 1) if smoke else (0, 1, 2),  # Arbiter seed 0 is the pipeline's arbiter seed.
