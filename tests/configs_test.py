@@ -72,7 +72,8 @@ def _args(name, module):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_every_field_is_set_and_stated_in_a_config_file(name):
-  """A user reads every knob in configs/: each field of each config, full and smoke, has a value (not None) and is named in the file or in a config file it builds on, none only in library code."""
+  """A user reads every knob in configs/: each field of each config, full and smoke, has a value (not None) and is
+  named in the file or in a config file it builds on, none only in library code."""
   module = _load(name)
   text = '\n'.join(_sources(name).values())
   for arg in _args(name, module):
