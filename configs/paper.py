@@ -1,9 +1,10 @@
 """Paper-scale runs: a pretrained Qwen2.5 draft/target pair on GSM8K, MBPP or HumanEval, by local checkpoint path.
 
 Pairs: 0.5b-7b (Qwen2.5-0.5B-Instruct -> Qwen2.5-7B-Instruct) and 1.5b-32b (Qwen2.5-1.5B-Instruct -> 32B-Instruct).
-The argument is PAIR,TASK[,TOPOLOGY] (TOPOLOGY in TOPOLOGIES, default v4-8: it picks the mesh). For gsm8k and mbpp the run is the pipeline without the training of the pair: the arbiter
-(counterfactual warm start on training problems, then REINFORCE), the table on the test split, the trace. HumanEval
-has no training split, so its config only evaluates, with the arbiter trained on MBPP (set arbiter_workdir).
+The argument is PAIR,TASK[,TOPOLOGY] (TOPOLOGY in TOPOLOGIES, default v4-8: it picks the mesh). For gsm8k and mbpp
+the run is the pipeline without the training of the pair: the arbiter (counterfactual warm start on training
+problems, then REINFORCE), the table on the test split, the trace. HumanEval has no training split, so its config
+only evaluates, with the arbiter trained on MBPP (set arbiter_workdir).
 
 Run (on a TPU VM; see experiments/tpu/README.md for the launch on a pod):
   python -m cospec_jax.main --config=configs/paper.py:0.5b-7b,gsm8k --workdir=runs/0.5b-7b-gsm8k \
