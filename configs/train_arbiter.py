@@ -11,7 +11,7 @@ rollouts_per_prompt), a wider policy (config.policy); a real pair by checkpoint 
 Runtime: about 7.6 minutes on an idle 2-core CPU, measured in the pipeline 2026-12-02: forking 1,000 problems
 1 min 36 s, then the fit, 200 REINFORCE steps and the checkpoint checks 6 min 1 s; smoke ~30 s.
 Reproduces: the arbiter the README's table evaluates (configs/reproduce_table.py).
-Writes <workdir>/forks.npz (the labelled forks), checkpoints (orbax, every save_every steps), done.json.
+Writes <workdir>/counterfactual_forks.npz (the labelled forks), checkpoints (orbax, every save_every steps), done.json.
 """
 
 import ml_collections
@@ -36,7 +36,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   ))
 
   # The policy (cospec_jax/train/arbiter.py): at each mismatch, P(keep the draft's token) from both models' scalar
-  # features (probabilities, entropies, margins), their hidden states projected, and lam.
+  # features (probabilities, entropies, margins), lam, and with projection > 0 their hidden states projected.
   config.policy = ml_collections.ConfigDict(dict(
       hidden=64,  # MLP width.
       projection=0,  # Width each model's hidden state is projected to; 0: scalar features only.
