@@ -8,8 +8,8 @@ Make it bigger: config.model (e.g. --config.model.d_model=256 --config.model.n_l
 (--config.data.train_size=200000) and steps (--config.train.steps=3000); harder problems in config.data.difficulty.
 The draft (configs/train_draft.py) and the arbiter (configs/train_arbiter.py) read this file's data fields, so the
 pair and the arbiter always see the same problems.
-Runtime: 12 min 47 s measured on an idle 2-core CPU in the pipeline, 2026-12-02 (1,500 steps at 0.47 s, then the
-validation evals); smoke ~10 s.
+Runtime: 9 min 41 s measured on an idle 2-core CPU in the pipeline, 2026-12-02 (1,500 steps at 0.38 s, then the
+validation evals; 12 min 47 s on a slower 2-core machine); smoke ~10 s.
 Reproduces: the target of the embedded pair, 78.0% greedy validation accuracy on arithmetic, 90.0% on units.
 Writes <workdir>/checkpoints (orbax), <workdir>/hf (a Hugging Face checkpoint), eval.json, metrics.jsonl.
 """
