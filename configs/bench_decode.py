@@ -9,13 +9,14 @@ A real pair by path (Hugging Face checkpoint directories):
       --config.bench.target_path=/ckpt/Qwen2.5-7B --config.bench.draft_path=/ckpt/Qwen2.5-0.5B \
       --config.bench.mesh.data=2 --config.bench.mesh.model=4 --workdir=runs/qwen_bench   # e.g. a v5e-8
 
-Refilled rows at batch 8 (continuous batching over 32 prompts; about 5 minutes on an idle 2-core CPU):
+Refilled rows at batch 8 (continuous batching over 32 prompts; 3 min 17 s on an idle 2-core CPU):
   python experiments/bench_decode.py --config=configs/bench_decode.py --config.bench.batch_sizes='(8,)' \
       --config.bench.stream_prompts_per_row=4 --config.bench.hf_compare=False --workdir=runs/bench_decode_refilled
-Where one step's time goes (experiments/profile_step.py, about 3 minutes):
+Where one step's time goes (experiments/profile_step.py, about 3 minutes; 1 minute at batch 1 only):
   python experiments/profile_step.py --config=configs/bench_decode.py --workdir=runs/profile_step
 
-Runtime: about 6 minutes on a 2-core CPU (most of it the HF comparison and compiling each gamma); smoke ~30 s.
+Runtime: 2 min 40 s on an idle 2-core CPU (2026-12-02; most of it the HF comparison and compiling each gamma);
+smoke ~30 s.
 Reproduces: issue "Core" bars: efficiency against the ideal speedup tau / (1 + gamma * c), and tokens/s against
 HF assisted generation at batch 1, for a target ~115x the draft's parameters.
 """

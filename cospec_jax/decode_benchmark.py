@@ -148,7 +148,8 @@ def _time_stream(decoder, params: tuple, stream, batch_size: int, repeats: int, 
 
 def export_to_hf(tc, tp, dc, dp, workdir: str) -> tuple[str, str]:
   """The pair exported as float32 Hugging Face checkpoints; returns (target_path, draft_path)."""
-  return tuple(save_hf_checkpoint(os.path.join(workdir, f'hf_{name}'), c.replace(dtype='float32', param_dtype='float32'),
+  f32 = dict(dtype='float32', param_dtype='float32')
+  return tuple(save_hf_checkpoint(os.path.join(workdir, f'hf_{name}'), c.replace(**f32),
                                   jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), p), overwrite=True)
                for name, c, p in (('target', tc, tp), ('draft', dc, dp)))
 
