@@ -77,6 +77,16 @@ def profile(tc, tp, dc, dp, batch_size: int, gamma: int, prompt_length: int, max
                                          st.target_cache)
     return st.replace(target_cache=cache, rng=jax.random.fold_in(st.rng, jnp.argmax(logits[0, -1])))
 
+  def proposals_then_verify(carry):  # Both in one body: what they cost together, against their sum alone.
+    st = carry
+    proposed, cache = speculative.propose(dc, dp, Exact().sampler, st, G, V, st.rng)
+    last_B = st.lengths_B - 1
+    tokens_BxG1 = jnp.concatenate([state_lib.gather_B(st.tokens_BxT, last_B)[:, None], proposed.tokens_BxG], 1)
+    logits, _, target_cache = transformer.apply(tc, tp, tokens_BxG1, last_B[:, None] + jnp.arange(G + 1)[None, :],
+                                                st.target_cache)
+    return st.replace(draft_cache=cache, target_cache=target_cache,
+                      rng=jax.random.fold_in(st.rng, jnp.argmax(logits[0, -1])))
+
   draft = speculative.Draft(*jax.jit(lambda st: dataclasses.astuple(
       speculative.propose(dc, dp, Exact().sampler, st, G, V, st.rng)[0]))(state))
   last_B = state.lengths_B - 1
@@ -121,6 +131,7 @@ def profile(tc, tp, dc, dp, batch_size: int, gamma: int, prompt_length: int, max
   ms['draft catch-up (2-token call)'] = _loop_seconds(catch_up, state, n_calls, repeats) * 1e3
   ms[f'draft proposals ({G} calls, catch-up included)'] = _loop_seconds(proposals, state, n_calls, repeats) * 1e3
   ms[f'verify ({G + 1}-token target call)'] = _loop_seconds(verify, state, n_calls, repeats) * 1e3
+  ms['draft proposals + verify, one body'] = _loop_seconds(proposals_then_verify, state, n_calls, repeats) * 1e3
   ms['rule (Exact)'] = _loop_seconds(rule, (block, n_B), n_calls, repeats) * 1e3
   ms['commit'] = _loop_seconds(commit, state, n_calls, repeats) * 1e3
   ms['statistics'] = _loop_seconds(stats, state, n_calls, repeats) * 1e3
@@ -142,7 +153,8 @@ def profile(tc, tp, dc, dp, batch_size: int, gamma: int, prompt_length: int, max
   ms['whole loop per step'] = seconds / steps * 1e3
   ms['whole loop per step, prefill excluded'] = ms['whole loop per step'] - ms[
       'prefill of both models (once per call)'] / steps
-  parts = [k for k in ms if k not in ('draft catch-up (2-token call)', 'whole loop per step',
+  parts = [k for k in ms if k not in ('draft catch-up (2-token call)', 'draft proposals + verify, one body',
+                                      'whole loop per step',
                                       'whole loop per step, prefill excluded',
                                       'one whole step (fori_loop)', 'prefill of both models (once per call)')]
   ms['sum of parts'] = sum(ms[k] for k in parts)

@@ -32,3 +32,18 @@ def test_checkpoint_pair_runs_in_bfloat16_on_a_mesh(tmp_path):
   _, placed, _, _ = decode_benchmark.load_pair(bench, mesh)
   q = placed['layers']['self_attn']['q_proj']['kernel']  # Scanned, bfloat16, split by whole heads.
   assert q.dtype == jax.numpy.bfloat16 and q.sharding.spec == jax.sharding.PartitionSpec(None, None, 'model')
+
+
+def test_step_profile_times_every_part(tmp_path):
+  """experiments/profile_step.py on the smoke pair: every part timed, the sum over the step's own parts only."""
+  from cospec_jax import step_profile
+  config = bench_decode.get_config('smoke')
+  config.bench.repeats = 1
+  (result,) = step_profile.run(config, str(tmp_path))['rows']
+  ms = result['ms']
+  parts = ['draft proposals (2 calls, catch-up included)', 'verify (3-token target call)', 'rule (Exact)', 'commit',
+           'statistics', 'sources']
+  assert all(ms[k] > 0 for k in ms), ms
+  assert ms['sum of parts'] == sum(ms[k] for k in parts)  # Catch-up and the one-body pair are not counted twice.
+  assert result['batch'] == 1 and result['gamma'] == 2 and result['steps'] >= 1
+  assert (tmp_path / 'profile_step.json').exists()
