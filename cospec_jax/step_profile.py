@@ -153,10 +153,8 @@ def profile(tc, tp, dc, dp, batch_size: int, gamma: int, prompt_length: int, max
   ms['whole loop per step'] = seconds / steps * 1e3
   ms['whole loop per step, prefill excluded'] = ms['whole loop per step'] - ms[
       'prefill of both models (once per call)'] / steps
-  parts = [k for k in ms if k not in ('draft catch-up (2-token call)', 'draft proposals + verify, one body',
-                                      'whole loop per step',
-                                      'whole loop per step, prefill excluded',
-                                      'one whole step (fori_loop)', 'prefill of both models (once per call)')]
+  parts = [f'draft proposals ({G} calls, catch-up included)', f'verify ({G + 1}-token target call)', 'rule (Exact)',
+           'commit', 'statistics', 'sources']  # One step's own parts, each counted once.
   ms['sum of parts'] = sum(ms[k] for k in parts)
   return dict(batch=batch_size, gamma=gamma, steps=steps, ms=ms)
 
