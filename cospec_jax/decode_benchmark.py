@@ -18,6 +18,7 @@ nothing about model quality.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import multiprocessing
 import os
@@ -106,9 +107,10 @@ def time_call(fn: Callable[[], Any], repeats: int, warmup: Optional[Callable[[],
   return float(np.median(times)), out
 
 
-def call_cost(config: ModelConfig, params, batch_size: int, n_tokens: int, cache_length: int, repeats: int,
-              n_calls: int = 64) -> float:
-  """Seconds per forward call of `n_tokens` tokens per row into a cache of `cache_length`, in a compiled loop."""
+def call_loop(config: ModelConfig, params, batch_size: int, n_tokens: int, cache_length: int,
+              n_calls: int = 64) -> Callable[[], Any]:
+  """A thunk running `n_calls` forward calls of `n_tokens` tokens per row into a cache of `cache_length`, in one
+  compiled loop (its seconds / n_calls is the cost of one call)."""
 
   @jax.jit
   def loop(params, cache):
@@ -121,7 +123,23 @@ def call_cost(config: ModelConfig, params, batch_size: int, n_tokens: int, cache
     return jax.lax.fori_loop(0, n_calls, body, (cache, jnp.zeros((batch_size,), jnp.int32)))
 
   cache = transformer.init_cache(config, batch_size, cache_length)
-  return time_call(lambda: loop(params, cache), repeats)[0] / n_calls
+  return lambda: loop(params, cache)
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], rounds: int,
+                     warmups: Optional[dict[str, Callable[[], Any]]] = None) -> tuple[dict[str, float], dict[str, Any]]:
+  """Runs each fn (or its warmup) once to compile, then `rounds` rounds that each run every fn once, in order.
+  Returns ({name: fastest seconds}, {name: last result}): a slow spell of the machine falls on one round of every
+  program, not on all the repeats of whichever program it met (the table's `evaluate.time_rows` times alike)."""
+  warmups = warmups or {}
+  outs = {name: jax.block_until_ready(warmups.get(name, fn)()) for name, fn in fns.items()}
+  seconds = {name: float('inf') for name in fns}
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      outs[name] = jax.block_until_ready(fn())
+      seconds[name] = min(seconds[name], time.perf_counter() - t0)
+  return seconds, outs
 
 
 def _prompts(batch_size: int, length: int, vocab_size: int, seed: int):
@@ -135,15 +153,13 @@ def _stream(n: int, cfg, vocab_size: int, mesh):
   return prompts_lib.place(mesh, (), None, (tokens, lengths))[2]
 
 
-def _time_stream(decoder, params: tuple, stream, batch_size: int, repeats: int, rng: jax.Array):
-  """(median seconds, stats) of decoding the stream with `batch_size` refilled rows; compiled on 1-token budgets."""
+def _stream_call(decoder, params: tuple, stream, batch_size: int, rng: jax.Array) -> tuple[Callable, Callable]:
+  """(thunk, warmup) decoding the stream with `batch_size` refilled rows; the warmup compiles it on 1-token budgets."""
   tokens_NxP, lengths_N = stream
   ones = jnp.ones(lengths_N.shape, jnp.int32) if decoder.mesh is None else prompts_lib.place(
       decoder.mesh, (), None, np.ones(lengths_N.shape, np.int32))[2]
-  seconds, gen = time_call(lambda: decoder.continuous(*params, tokens_NxP, lengths_N, rng, rows=batch_size), repeats,
-                           warmup=lambda: decoder.continuous(*params, tokens_NxP, lengths_N, rng, ones,
-                                                             rows=batch_size))
-  return seconds, jax.device_get(gen.stats)
+  return (lambda: decoder.continuous(*params, tokens_NxP, lengths_N, rng, rows=batch_size),
+          lambda: decoder.continuous(*params, tokens_NxP, lengths_N, rng, ones, rows=batch_size))
 
 
 def export_to_hf(tc, tp, dc, dp, workdir: str) -> tuple[str, str]:
@@ -214,38 +230,46 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _prompts(batch_size, cfg.prompt_length, tc.vocab_size, cfg.seed), 0, buckets=None))[0]
     target_only = AutoregressiveDecoder(tc, settings=settings, mesh=mesh)
     draft_only = AutoregressiveDecoder(dc, settings=settings, mesh=mesh)
-    t_target, gen = time_call(lambda: target_only(tp, tokens, lengths, rng), cfg.repeats)
-    t_draft, _ = time_call(lambda: draft_only(dp, tokens, lengths, rng), cfg.repeats)
-    n_tokens = int(jnp.sum(gen.stats.generated_B))
-    c = t_draft / t_target  # Both loops make one call per token: the ratio of their times is the call-cost ratio.
     cache_length = cfg.prompt_length + cfg.max_new_tokens + max(cfg.gammas) + 1
-    one_token = call_cost(tc, tp, batch_size, 1, cache_length, cfg.repeats)
-    stream = None  # Prompts for the refilled-rows columns, built once per batch size.
+    n_calls = 64  # Per timed call-cost loop.
+    # Every program of this batch size, compiled first, then timed in interleaved rounds (`time_interleaved`).
+    fns = {'target': lambda: target_only(tp, tokens, lengths, rng), 'draft': lambda: draft_only(dp, tokens, lengths, rng),
+           'one_token': call_loop(tc, tp, batch_size, 1, cache_length, n_calls)}
+    warmups = {}
+    # At batch > 1, the same decoders over a stream of prompts, finished rows refilled (decoding/continuous.py): a
+    # static batch runs until its slowest row is done (at tau tokens per call on average but the fewest for the
+    # slowest row), a refilled one keeps every row busy until the stream runs dry. Target-only rows all stop at the
+    # same step (no EOS, one budget), so static batching idles none of them: the static target-only rate is the
+    # baseline.
+    streamed = batch_size > 1 and cfg.get('stream_prompts_per_row', 0)
+    stream = _stream(batch_size * cfg.stream_prompts_per_row, cfg, tc.vocab_size, mesh) if streamed else None
     for gamma in cfg.gammas:
       spd = SpeculativeDecoder(tc, dc, Exact(), gamma, settings, mesh=mesh)
-      t_spd, sgen = time_call(lambda: spd(tp, dp, tokens, lengths, rng), cfg.repeats)
-      st = jax.device_get(sgen.stats)
+      fns[f'spd_{gamma}'] = functools.partial(spd, tp, dp, tokens, lengths, rng)
+      fns[f'verify_{gamma}'] = call_loop(tc, tp, batch_size, gamma + 1, cache_length, n_calls)
+      if streamed:
+        fns[f'stream_{gamma}'], warmups[f'stream_{gamma}'] = _stream_call(spd, (tp, dp), stream, batch_size, rng)
+    seconds, outs = time_interleaved(fns, cfg.repeats, warmups)
+    n_tokens = int(jnp.sum(outs['target'].stats.generated_B))
+    t_target = seconds['target']
+    c = seconds['draft'] / t_target  # Both loops make one call per token: the ratio of their times is the cost ratio.
+    for gamma in cfg.gammas:
+      st = jax.device_get(outs[f'spd_{gamma}'].stats)
+      t_spd = seconds[f'spd_{gamma}']
       tau = st.generated_B.sum() / st.target_calls_B.sum()
       ideal = tau / (1 + gamma * c)
       # The textbook ideal assumes verifying gamma+1 tokens costs one token's call (decoding memory-bound, as on
       # accelerators). Where it does not (a CPU is compute-bound), v measures the verify call's real cost.
-      v = call_cost(tc, tp, batch_size, gamma + 1, cache_length, cfg.repeats) / one_token
+      v = seconds[f'verify_{gamma}'] / seconds['one_token']
       ideal_v = tau / (v + gamma * c)
       speedup = t_target / t_spd
       row = dict(batch=batch_size, gamma=gamma, c=c, v=v, tau=float(tau),
                  target_tokens_per_s=n_tokens / t_target, spd_tokens_per_s=int(st.generated_B.sum()) / t_spd,
                  ideal_speedup=float(ideal), speedup=speedup, efficiency=float(speedup / ideal),
                  ideal_speedup_measured_verify=float(ideal_v), efficiency_measured_verify=float(speedup / ideal_v))
-      if batch_size > 1 and cfg.get('stream_prompts_per_row', 0):
-        # The same decoders over a stream of prompts, finished rows refilled (decoding/continuous.py): a static
-        # batch runs until its slowest row is done (at tau tokens per call on average but the fewest for the
-        # slowest row), a refilled one keeps every row busy until the stream runs dry.
-        # Target-only rows all stop at the same step (no EOS, one budget), so static batching idles none of them:
-        # the static target-only rate is the baseline.
-        if stream is None:
-          stream = _stream(batch_size * cfg.stream_prompts_per_row, cfg, tc.vocab_size, mesh)
-        t_spd_stream, sst = _time_stream(spd, (tp, dp), stream, batch_size, cfg.repeats, rng)
-        row['spd_stream_tokens_per_s'] = int(sst.generated_B.sum()) / t_spd_stream
+      if streamed:
+        sst = jax.device_get(outs[f'stream_{gamma}'].stats)
+        row['spd_stream_tokens_per_s'] = int(sst.generated_B.sum()) / seconds[f'stream_{gamma}']
         row['speedup_stream'] = row['spd_stream_tokens_per_s'] / row['target_tokens_per_s']
         row['efficiency_stream_measured_verify'] = float(row['speedup_stream'] / ideal_v)
       if batch_size == 1 and hf is not None:

@@ -1,4 +1,5 @@
-"""The decode benchmark on a checkpoint pair: bfloat16 by default, on a (data, model) mesh of the 8 CPU devices."""
+"""The decode benchmark on a checkpoint pair (bfloat16 by default, on a (data, model) mesh of the 8 CPU devices), its
+step profile, and the order its interleaved timer runs programs in."""
 
 import sys
 import os
@@ -47,3 +48,12 @@ def test_step_profile_times_every_part(tmp_path):
   assert ms['sum of parts'] == sum(ms[k] for k in parts)  # Catch-up and the one-body pair are not counted twice.
   assert result['batch'] == 1 and result['gamma'] == 2 and result['steps'] >= 1
   assert (tmp_path / 'profile_step.json').exists()
+
+
+def test_time_interleaved_compiles_first_then_runs_every_program_once_per_round():
+  calls = []
+  fns = {'a': lambda: calls.append('a') or 1, 'b': lambda: calls.append('b') or 2}
+  seconds, outs = decode_benchmark.time_interleaved(fns, rounds=3, warmups={'b': lambda: calls.append('wb') or 0})
+  assert calls == ['a', 'wb'] + ['a', 'b'] * 3  # The warmup stands in for b's compile run; then a, b per round.
+  assert outs == {'a': 1, 'b': 2} and set(seconds) == {'a', 'b'}
+  assert all(0 <= s < float('inf') for s in seconds.values())
