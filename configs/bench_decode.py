@@ -12,8 +12,8 @@ A real pair by path (Hugging Face checkpoint directories):
 Where one step's time goes (experiments/profile_step.py, about 3 minutes; 1 minute at batch 1 only):
   python experiments/profile_step.py --config=configs/bench_decode.py --workdir=runs/profile_step
 
-Runtime: 5 min 51 s on an idle 2-core CPU (2026-12-02; the HF comparison, compiling each program, then 5 interleaved
-rounds, the batch-8 refilled streams of 32 prompts the longest); smoke ~30 s.
+Runtime: 5 min 28 s on an idle 2-core CPU (2026-12-02, clean clone of 45bece3): the HF comparison, compiling each
+program, then 5 interleaved rounds, the batch-8 refilled streams of 32 prompts the longest; smoke ~30 s.
 Reproduces: issue "Core" bars: efficiency against the ideal speedup tau / (1 + gamma * c), and tokens/s against
 HF assisted generation at batch 1, for a target ~115x the draft's parameters.
 """
