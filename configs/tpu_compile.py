@@ -9,9 +9,10 @@ Run (in a virtualenv with jax[tpu]==0.10.2, i.e. libtpu; the CPU test environmen
 Smoke (a tiny pair for one topology, seconds; what CI runs):
   python experiments/tpu/compile_check.py --config=configs/tpu_compile.py:smoke --out=/tmp/smoke.json
 
-Runtime on a 2-core CPU: about 1-2 minutes per compiled loop of a paper pair (scanned layers), ~10 s per step cost;
-the bars are ~25 cells (~30 min), the full grid 2 pairs x 5 topologies x 9 shapes x 5 programs (many hours: run it
-in pieces with --only; finished cells are kept in the json and skipped). Host memory peaks at a few GiB.
+Runtime on a 2-core CPU: about 1-2 minutes per compiled loop of a paper pair (scanned layers; the continuous loop
+~30 s), ~10 s per step projection, ~75 s per throughput projection; the bars are 42 cells (~40 min), the full grid
+2 pairs x 5 topologies x 9 shapes x 7 programs (many hours: run it in pieces with --only; finished cells are kept in
+the json and skipped). Host memory peaks at a few GiB.
 Reproduces: issue 15's table of per-chip bytes against HBM, compile times and roofline projections (compiled and
 projected, not run on a TPU).
 """
@@ -27,7 +28,7 @@ TOPOLOGIES = {
     'v6e-8': ('v6e:2x4', '', 'v6e'),
     'v4-16': ('v4:2x2x2', 'megacore', 'v4'),  # Two hosts of 4 chips: the multi-host slice.
 }
-PROGRAMS = ('target', 'spd', 'cospec', 'reinforce', 'step')
+PROGRAMS = ('target', 'spd', 'continuous', 'cospec', 'reinforce', 'step', 'throughput')
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -41,11 +42,16 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.topologies = tuple(TOPOLOGIES)  # Names in TOPOLOGIES.
   config.batch_sizes = (1, 16, 64)  # Rows per decode call (global).
   config.prompt_lengths = (512, 1024, 2048)  # Padded prompt length (a bucket).
-  config.programs = PROGRAMS  # target-only loop, SPD loop, CoSpec loop, REINFORCE update, one decode step (roofline).
+  # target-only loop, SPD loop, SPD with continuous batching, CoSpec loop, REINFORCE update; projected: one decode
+  # step, and static against continuous batching on the workload below (roofline).
+  config.programs = PROGRAMS
   config.gamma = 8  # Draft tokens per target call (configs/paper.py's rl.gamma).
   config.max_new_tokens = 384  # Tokens per row (configs/paper.py's gsm8k budget).
   config.max_decisions = 64  # CoSpec's recorded decisions per row (rl.max_decisions).
   config.tau = 4.0  # Assumed tokens per target call for the SPD projection (not measured on these pairs).
+  # The continuous loop's prompts and the throughput projection's answer lengths: log-normal budgets clipped to
+  # [min_new, max_new_tokens], long-tailed like GSM8K answers (an assumption, as configs/bench_throughput.py draws).
+  config.workload = ml_collections.ConfigDict(dict(n_prompts=256, median_new=96, sigma=0.8, min_new=16, seed=0))
   config.policy_hidden = 64  # Arbiter MLP width (configs/train_arbiter.py).
   config.policy_projection = 16  # Arbiter hidden-state projection width.
   config.models = ''  # '' reads the pairs' config.json shapes from experiments/tpu/data/qwen2.5_configs.json.
@@ -66,4 +72,5 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     config.max_decisions = 8
     config.policy_hidden = 16
     config.policy_projection = 4
+    config.workload = ml_collections.ConfigDict(dict(n_prompts=32, median_new=8, sigma=0.8, min_new=2, seed=0))
   return config

@@ -26,3 +26,19 @@ def test_smoke_run(tmp_path):
     assert row['static_tokens_per_s'] > 0 and row['continuous_tokens_per_s'] > 0
     assert row['packing_bound'] > 1.0  # The workload leaves static batching's rows idle.
   assert result['generated_tokens'] == sum(result['budgets'])
+
+
+def test_schedule_steps_counts_small_workloads_by_hand():
+  # Rows take prompts 0 and 1; prompt 1 is done after step 1 and its row takes prompt 2, then prompt 3 after step 2.
+  assert throughput_benchmark.schedule_steps([3, 1, 1, 1], 2, 4) == dict(static=4, continuous=3, refills=2)
+  # Both rows free after step 5, one refill per step: the second row waits a step.
+  assert throughput_benchmark.schedule_steps([5, 5, 5, 5], 2, 1) == dict(static=10, continuous=11, refills=2)
+
+
+def test_schedule_steps_on_long_tailed_workloads_lies_between_packing_and_static():
+  for seed in range(4):
+    _, budgets = throughput_benchmark.workload(256, 8, 32, 24, 0.8, 4, 192, 512, seed)
+    for batch_size in (8, 32):
+      counts = throughput_benchmark.schedule_steps(budgets, batch_size, batch_size)
+      assert counts['refills'] == 256 - batch_size
+      assert max(budgets.max(), -(-budgets.sum() // batch_size)) <= counts['continuous'] < counts['static']

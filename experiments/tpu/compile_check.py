@@ -10,9 +10,12 @@ give, bfloat16): shapes come from the pairs' config.json (experiments/tpu/data/q
 A cell is PAIR/TOPOLOGY/B<batch>/P<prompt>/PROGRAM:
   target     the target-only decode loop (AutoregressiveDecoder), greedy, max_new_tokens per row;
   spd        the speculative loop (SpeculativeDecoder, Exact rule, gamma);
+  continuous the speculative loop with continuous batching: config.workload.n_prompts prompts through B rows, a
+             finished row refilled inside the loop (SpeculativeDecoder.continuous);
   cospec     the CoSpec loop as REINFORCE rollouts run it (sampled actions, decision records);
   reinforce  the REINFORCE update of the arbiter on B rows of those records;
-  step       a roofline projection of one decode step (below).
+  step       a roofline projection of one decode step (below);
+  throughput a roofline projection of static against continuous batching on a long-tailed workload (below).
 For each compiled cell: per-device bytes from `memory_analysis()` (arguments, temporaries, outputs, aliased,
 generated code) against the chip's HBM, and the compile time. Results go to the json after every cell; a cell
 already there is skipped, so an interrupted run resumes.
@@ -24,6 +27,14 @@ reads from HBM; XLA's own count is kept beside them). A call's time is max(bytes
 with the chip's published figures (experiments/tpu/data/chips.json); target-only decoding takes one 1-token target call per
 token, an SPD step a 2-token draft catch-up, gamma - 1 one-token draft calls and one (gamma + 1)-token target call
 for `tau` tokens (an assumption, in the config). Projected, not run.
+
+The throughput projection: `config.workload` budgets (log-normal, as the CPU throughput benchmark draws them) give
+each prompt its steps (answer tokens for target-only, ceil(tokens / tau) target calls for SPD);
+`throughput_benchmark.schedule_steps` counts the steps of static batching (chunks of B prompts, each for its longest)
+and of continuous batching (freed rows refilled after a step, up to DecodeSettings.refills_per_step). Time = steps x
+the step cell's step time + prefills: one P-token call on B rows per static chunk (and once to start continuous
+batching), and per refill one P-token call on one row, whose data shard's devices work while the others wait
+(flops x data / B, bytes = weights + the row's share of the cache). Projected, not run.
 """
 
 from __future__ import annotations
@@ -173,6 +184,13 @@ class Checker:
       opt_state = self._replicated(self.jax.eval_shape(optimizer.init, params))
       update = reinforce.make_update(policy, optimizer, 0.0, self.mesh)
       return update.lower(params, opt_state, records, self._rows((B,), jnp.float32))
+    if program == 'continuous':
+      decoder, _ = self._decoder('spd', B)
+      N = self.config.workload.n_prompts
+      queue = self._replicated((self.jax.ShapeDtypeStruct((N, P), jnp.int32), self.jax.ShapeDtypeStruct((N,), jnp.int32),
+                                self.jax.ShapeDtypeStruct((N,), jnp.int32)))
+      return type(decoder).continuous.lower(decoder, self.target_params, self.draft_params, queue[0], queue[1], rng,
+                                            queue[2], rows=B)
     decoder, rule_params = self._decoder(program, B)
     if program == 'target':
       return type(decoder).__call__.lower(decoder, self.target_params, tokens, lengths, rng)
@@ -228,23 +246,63 @@ class Checker:
     return max(cost['bytes'] / (self.chip['hbm_gbps'] * 1e9), cost['flops'] / (self.chip['bf16_tflops'] * 1e12))
 
 
-def run_cell(checker: Checker, program: str, B: int, P: int) -> dict:
+def step_projection(checker: Checker, B: int, P: int) -> dict:
+  """The roofline step times of target-only decoding and SPD at B rows and prompt bucket P (module docstring)."""
   c = checker.config
+  G = c.gamma
+  S = P + c.max_new_tokens + G + 1  # The buffer every call attends over (SpeculativeDecoder.buffer_length).
+  calls = {'target_1': checker.call_cost(checker.target, 1, B, S),
+           'target_verify': checker.call_cost(checker.target, G + 1, B, S),
+           'draft_1': checker.call_cost(checker.draft, 1, B, S),
+           'draft_2': checker.call_cost(checker.draft, 2, B, S)}
+  t_target = checker.seconds(calls['target_1'])
+  t_spd = (checker.seconds(calls['draft_2']) + (G - 1) * checker.seconds(calls['draft_1']) +
+           checker.seconds(calls['target_verify']))
+  return dict(calls=calls, seconds_per_step=dict(target_only=t_target, spd=t_spd),
+              projected_tokens_per_s=dict(target_only=B / t_target, spd=B * c.tau / t_spd),
+              projected_speedup=(B * c.tau / t_spd) / (B / t_target), tau=c.tau, gamma=G, cache_slots=S)
+
+
+def throughput_projection(checker: Checker, B: int, P: int) -> dict:
+  """Projected tokens/s of static and continuous batching on the config's workload (module docstring)."""
+  import numpy as np
+  from cospec_jax import throughput_benchmark
+  from cospec_jax.decoding import DecodeSettings
+  c, w = checker.config, checker.config.workload
+  step = step_projection(checker, B, P)
+  S = step['cache_slots']
+  data = checker.mesh.shape['data']
+  prefill = {'rows': 0.0, 'one_row': 0.0}  # Both models' P-token call on B rows, and on one row.
+  for model in (checker.target, checker.draft):
+    cost = checker.call_cost(model, P, B, S)
+    prefill['rows'] += checker.seconds(cost)
+    share = data / B  # One row: its data shard's devices do all of its work.
+    prefill['one_row'] += checker.seconds(dict(flops=cost['flops'] * share,
+                                               bytes=cost['weight_bytes'] + cost['kv_cache_bytes'] * share))
+  _, budgets_N = throughput_benchmark.workload(w.n_prompts, 1, 1, w.median_new, w.sigma, w.min_new,
+                                               c.max_new_tokens, 4, w.seed)
+  tokens = int(budgets_N.sum())
+  out = dict(step, prefill_seconds=prefill, workload=w.to_dict(), n_prompts=w.n_prompts, generated_tokens=tokens,
+             budget_median=float(np.median(budgets_N)), budget_max=int(budgets_N.max()), modes={})
+  refills_per_step = DecodeSettings().refills_per_step
+  for name, steps_N in (('target_only', budgets_N), ('spd', np.ceil(budgets_N / c.tau).astype(np.int64))):
+    counts = throughput_benchmark.schedule_steps(steps_N, B, refills_per_step)
+    t_step = step['seconds_per_step'][name]
+    chunks = -(-w.n_prompts // B)
+    static_s = counts['static'] * t_step + chunks * prefill['rows']
+    continuous_s = counts['continuous'] * t_step + prefill['rows'] + counts['refills'] * prefill['one_row']
+    out['modes'][name] = dict(steps=counts, static_tokens_per_s=tokens / static_s,
+                              continuous_tokens_per_s=tokens / continuous_s,
+                              continuous_over_static=static_s / continuous_s)
+  return out
+
+
+def run_cell(checker: Checker, program: str, B: int, P: int) -> dict:
   t0 = time.time()
-  if program == 'step':
-    G = c.gamma
-    S = P + c.max_new_tokens + G + 1  # The buffer every call attends over (SpeculativeDecoder.buffer_length).
-    calls = {'target_1': checker.call_cost(checker.target, 1, B, S),
-             'target_verify': checker.call_cost(checker.target, G + 1, B, S),
-             'draft_1': checker.call_cost(checker.draft, 1, B, S),
-             'draft_2': checker.call_cost(checker.draft, 2, B, S)}
-    t_target = checker.seconds(calls['target_1'])
-    t_spd = (checker.seconds(calls['draft_2']) + (G - 1) * checker.seconds(calls['draft_1']) +
-             checker.seconds(calls['target_verify']))
-    return dict(calls=calls, seconds_per_step=dict(target_only=t_target, spd=t_spd),
-                projected_tokens_per_s=dict(target_only=B / t_target, spd=B * c.tau / t_spd),
-                projected_speedup=(B * c.tau / t_spd) / (B / t_target), tau=c.tau, gamma=G, cache_slots=S,
-                compile_s=round(time.time() - t0, 1), host_rss_gib=round(_rss_gib()[0], 2), kind='projected')
+  if program in ('step', 'throughput'):
+    projection = step_projection(checker, B, P) if program == 'step' else throughput_projection(checker, B, P)
+    return dict(projection, compile_s=round(time.time() - t0, 1), host_rss_gib=round(_rss_gib()[0], 2),
+                kind='projected')
   lowered = checker.lower(program, B, P)
   t1 = time.time()
   compiled = lowered.compile()
@@ -310,36 +368,48 @@ def _gib(x):
   return f'{x / GIB:.2f}'
 
 
+def _compiled(r) -> str:
+  """A compiled cell as the table shows it: per-device GiB / HBM GiB, compile seconds (or why it did not fit)."""
+  if r is None:
+    return ''
+  if r['kind'] == 'over_hbm':
+    return f'**over**: temporaries alone {r["temporaries_gib"]:.1f} > {r["available_gib"]:.2f} GiB'
+  if r['kind'] == 'failed':
+    return 'failed'
+  return f'{r["total_gib"]:.1f} / {r["hbm_gib"]} GiB{"" if r["fits"] else " **over**"}, {r["compile_s"]:.0f} s'
+
+
 def table(results) -> str:
   """Markdown: one row per pair/topology/batch/prompt, the compiled loops' per-device GiB and compile seconds,
-  then the projection."""
+  then the step projection; below it, one row per throughput projection."""
   rows = {}
   for name, r in results['cells'].items():
     pair, topology, B, P, program = name.split('/')
     rows.setdefault((pair, topology, int(B[1:]), int(P[1:])), {})[program] = r
-  lines = ['| pair | topology (mesh) | B | P | target-only | SPD | CoSpec | REINFORCE | projected tok/s target / SPD '
-           '(speedup) |', '|---|---|---|---|---|---|---|---|---|']
+  mesh_of = lambda pair, topology: results.get('setups', {}).get(f'{pair}/{topology}', {}).get('mesh', {})  # noqa
+  lines = ['| pair | topology (mesh) | B | P | target-only | SPD | SPD, continuous | CoSpec | REINFORCE | projected '
+           'tok/s target / SPD (speedup) |', '|---|---|---|---|---|---|---|---|---|---|']
+  throughput = []
   for (pair, topology, B, P), progs in sorted(rows.items()):
-    setup = results.get('setups', {}).get(f'{pair}/{topology}', {})
-    mesh = setup.get('mesh', {})
-    cols = []
-    for program in ('target', 'spd', 'cospec', 'reinforce'):
-      r = progs.get(program)
-      if r is None:
-        cols.append('')
-      elif r['kind'] == 'over_hbm':
-        cols.append(f'**over**: temporaries alone {r["temporaries_gib"]:.1f} > {r["available_gib"]:.2f} GiB')
-      elif r['kind'] == 'failed':
-        cols.append('failed')
-      else:
-        cols.append(f'{r["total_gib"]:.1f} / {r["hbm_gib"]} GiB{"" if r["fits"] else " **over**"}, {r["compile_s"]:.0f} s')
+    mesh = mesh_of(pair, topology)
+    where = f'| {pair} | {topology} ({mesh.get("data", "?")}x{mesh.get("model", "?")}) | {B} | {P} |'
+    cols = [_compiled(progs.get(program)) for program in ('target', 'spd', 'continuous', 'cospec', 'reinforce')]
     step = progs.get('step')
     proj = ''
     if step and step['kind'] == 'projected':
       tps = step['projected_tokens_per_s']
       proj = f'{tps["target_only"]:,.0f} / {tps["spd"]:,.0f} ({step["projected_speedup"]:.2f}x)'
-    lines.append(f'| {pair} | {topology} ({mesh.get("data", "?")}x{mesh.get("model", "?")}) | {B} | {P} | '
-                 + ' | '.join(cols) + f' | {proj} |')
+    lines.append(where + ' ' + ' | '.join(cols) + f' | {proj} |')
+    t = progs.get('throughput')
+    if t and t['kind'] == 'projected':
+      cells = [f'{m["static_tokens_per_s"]:,.0f} / {m["continuous_tokens_per_s"]:,.0f} '
+               f'({m["continuous_over_static"]:.2f}x; steps {m["steps"]["static"]} / {m["steps"]["continuous"]})'
+               for m in (t['modes']['target_only'], t['modes']['spd'])]
+      throughput.append(where + f' {t["n_prompts"]} prompts, median {t["budget_median"]:.0f}, longest '
+                        f'{t["budget_max"]} | ' + ' | '.join(cells) + ' |')
+  if throughput:
+    lines += ['', '| pair | topology (mesh) | B | P | workload (answer tokens) | target-only tok/s static / continuous '
+              '| SPD tok/s static / continuous |', '|---|---|---|---|---|---|---|'] + throughput
   return '\n'.join(lines)
 
 
