@@ -187,10 +187,11 @@ class Checker:
     if program == 'continuous':
       decoder, _ = self._decoder('spd', B)
       N = self.config.workload.n_prompts
-      queue = self._replicated((self.jax.ShapeDtypeStruct((N, P), jnp.int32), self.jax.ShapeDtypeStruct((N,), jnp.int32),
-                                self.jax.ShapeDtypeStruct((N,), jnp.int32)))
-      return type(decoder).continuous.lower(decoder, self.target_params, self.draft_params, queue[0], queue[1], rng,
-                                            queue[2], rows=B)
+      tokens_NxP, lengths_N, max_new_N = self._replicated((self.jax.ShapeDtypeStruct((N, P), jnp.int32),
+                                                           self.jax.ShapeDtypeStruct((N,), jnp.int32),
+                                                           self.jax.ShapeDtypeStruct((N,), jnp.int32)))
+      return type(decoder).continuous.lower(decoder, self.target_params, self.draft_params, tokens_NxP, lengths_N, rng,
+                                            max_new_N, rows=B)
     decoder, rule_params = self._decoder(program, B)
     if program == 'target':
       return type(decoder).__call__.lower(decoder, self.target_params, tokens, lengths, rng)
@@ -279,16 +280,17 @@ def throughput_projection(checker: Checker, B: int, P: int) -> dict:
     share = data / B  # One row: its data shard's devices do all of its work.
     prefill['one_row'] += checker.seconds(dict(flops=cost['flops'] * share,
                                                bytes=cost['weight_bytes'] + cost['kv_cache_bytes'] * share))
+  # Only the budgets are used (the prompts are the bucket P): one-token prompts over a 4-token vocabulary.
   _, budgets_N = throughput_benchmark.workload(w.n_prompts, 1, 1, w.median_new, w.sigma, w.min_new,
                                                c.max_new_tokens, 4, w.seed)
   tokens = int(budgets_N.sum())
   out = dict(step, prefill_seconds=prefill, workload=w.to_dict(), n_prompts=w.n_prompts, generated_tokens=tokens,
              budget_median=float(np.median(budgets_N)), budget_max=int(budgets_N.max()), modes={})
   refills_per_step = DecodeSettings().refills_per_step
+  chunks = -(-w.n_prompts // B)  # Static batching's calls, each with one B-row prefill.
   for name, steps_N in (('target_only', budgets_N), ('spd', np.ceil(budgets_N / c.tau).astype(np.int64))):
     counts = throughput_benchmark.schedule_steps(steps_N, B, refills_per_step)
     t_step = step['seconds_per_step'][name]
-    chunks = -(-w.n_prompts // B)
     static_s = counts['static'] * t_step + chunks * prefill['rows']
     continuous_s = counts['continuous'] * t_step + prefill['rows'] + counts['refills'] * prefill['one_row']
     out['modes'][name] = dict(steps=counts, static_tokens_per_s=tokens / static_s,
