@@ -111,11 +111,15 @@ def families(config: ml_collections.ConfigDict, policies: dict, judges: dict) ->
 
 
 def compiled_pass(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
-                  seed: int, mesh=None, pad_to: int = 0):
+                  seed: int, mesh=None, pad_to: int = 0, continuous: bool = False):
   """A function that decodes every prompt with `method` and returns its figures and wall-clock seconds, compiled
   (and run once) before it is returned. Every prompt is padded to the longest (or to `pad_to`, so validation and
   test share one compiled shape), so one compiled shape serves all batches. The same seeds every call, so every call
-  decodes the same tokens. With a mesh, the params must already be placed on it (arbiter.load_pair)."""
+  decodes the same tokens. With a mesh, the params must already be placed on it (arbiter.load_pair).
+
+  The table's passes decode in consecutive chunks of `batch_size` rows (static batching); `continuous` decodes all
+  prompts through `batch_size` rows in one call, finished rows refilled (decoding/continuous.py; `table_batching`
+  compares the two), and then `loop_steps` is None (the loop's iterations are not counted)."""
   rng = jax.random.PRNGKey(seed)
   buckets = (max([pad_to] + [len(p) for p in prompts]),)
   if method.model is not None:
@@ -123,11 +127,16 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
     decoder = AutoregressiveDecoder(config, settings=settings, mesh=mesh)
 
     def chunks():
+      if continuous:
+        return [(decoder.generate_continuous(params, prompts, batch_size, rng, buckets=buckets), len(prompts))]
       return decoder.generate_batches(params, prompts, batch_size, rng, buckets)
   else:
     decoder = SpeculativeDecoder(target[0], draft[0], method.rule, gamma, settings, mesh=mesh)
 
     def chunks():
+      if continuous:
+        return [(decoder.generate_continuous(target[1], draft[1], prompts, batch_size, rng, method.rule_params,
+                                             method.row_params, buckets=buckets), len(prompts))]
       return decoder.generate_in_batches(target[1], draft[1], prompts, batch_size, rng, method.rule_params,
                                          method.row_params, buckets)
   next(iter(chunks()))[0].tokens_BxT.block_until_ready()  # Compile.
@@ -140,8 +149,8 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
       completions += gen.completions()[:n]
       generated, calls = generated + int(st.generated_B[:n].sum()), calls + int(st.target_calls_B[:n].sum())
       steps += int(st.target_calls_B.max())  # Iterations of the decode loop: one batched target call each.
-    return {'completions': completions, 'generated': generated, 'target_calls': calls, 'loop_steps': steps,
-            'seconds': time.perf_counter() - t0}
+    return {'completions': completions, 'generated': generated, 'target_calls': calls,
+            'loop_steps': None if continuous else steps, 'seconds': time.perf_counter() - t0}
 
   return run_pass
 
@@ -308,7 +317,7 @@ def fork_counts(forks: counterfactual.Forks) -> dict:
   return counts
 
 
-def _split(task, split: str) -> Optional[list]:
+def split_problems(task, split: str) -> Optional[list]:
   """The task's `split`, or None when it has none (HumanEval has only test)."""
   try:
     return task.problems(split)
@@ -338,7 +347,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, pair=None) -> dict:
   small_batch = 1 if mesh is None else mesh.shape[sharding.DATA]  # The smallest batch the mesh splits.
   target, draft = pair or arbiter.load_pair(config, mesh)
   task = arbiter.load_task(config, config.pair.target_workdir)
-  splits = {s: _split(task, s) for s in ('train', 'validation', 'test')}
+  splits = {s: split_problems(task, s) for s in ('train', 'validation', 'test')}
   checked = {s: v for s, v in splits.items() if v is not None}
   for family in _other_families(task):  # The transfer family's problems too.
     checked = {s: v + task.for_family(family).problems(s) for s, v in checked.items()}

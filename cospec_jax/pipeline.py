@@ -74,7 +74,7 @@ def _table_done(table_dir: str) -> bool:
   return True
 
 
-def _table_choice(table_dir: str) -> tuple[int, float]:
+def table_choice(table_dir: str) -> tuple[int, float]:
   """(arbiter step, lam) of the table's CoSpec row, as chosen on validation."""
   with open(os.path.join(table_dir, 'results.json')) as f:
     results = json.load(f)
@@ -85,9 +85,9 @@ def _table_choice(table_dir: str) -> tuple[int, float]:
   return results['arbiter_step'], row['lam']
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs every stage of `config` (configs/pipeline.py) under `workdir`; returns the table's results."""
-  t_start = time.time()
+def stage_dirs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
+  """{stage: its directory under `workdir`}; points `config`'s sections (configs/pipeline.py) at them and at one
+  copy of the data set, as every stage (and a later reader of a finished run) sees them."""
   dirs = {name: os.path.join(workdir, name) for name in ('draft', 'target', 'arbiter', 'table', 'trace')}
   data_dir = config.data.data_dir or os.path.join(workdir, 'tfds')  # One copy of the data set for every stage.
   # A pretrained pair (configs/paper.py) has no draft/target sections: config.arbiter.pair names its checkpoints.
@@ -97,6 +97,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for name in trained:
     config.arbiter.pair[f'{name}_workdir'] = dirs[name]
   config.arbiter.arbiter_workdir = dirs['arbiter']
+  return dirs
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs every stage of `config` (configs/pipeline.py) under `workdir`; returns the table's results."""
+  t_start = time.time()
+  dirs = stage_dirs(config, workdir)
+  trained = [name for name in ('draft', 'target') if name in config]
   for name in trained:
     _stage(f'train {name}', model_done(dirs[name]),
            lambda name=name: trainer.train(config[name], dirs[name], f'--config.{name}'), t_start)
@@ -110,7 +118,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not results:
     with open(os.path.join(dirs['table'], 'table.md')) as f:
       print(f.read())
-  config.arbiter.trace.step, config.arbiter.trace.lam = _table_choice(dirs['table'])
+  config.arbiter.trace.step, config.arbiter.trace.lam = table_choice(dirs['table'])
   _stage('trace who wrote each token', os.path.exists(os.path.join(dirs['trace'], 'trace.html')),
          lambda: trace.run(config.arbiter, dirs['trace'], pair()), t_start)
   print(f'[pipeline] finished in {time.time() - t_start:.0f} s; results in {dirs["table"]}', flush=True)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from cospec_jax import main as main_lib
-from cospec_jax import pipeline
+from cospec_jax import pipeline, table_batching
 from cospec_jax.train import arbiter
 from cospec_jax.models import config as config_lib
 
@@ -69,7 +69,7 @@ def test_unknown_config_key_is_named(tmp_path):
 
 def test_pipeline_smoke_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsys):
   """The one-command pipeline (smoke): every stage runs once, reading the pair once for all of them, and writes the
-  table; a second run (the command line) skips them all."""
+  table; a second run (the command line) skips them all; table_batching reads the finished run."""
   workdir = tmp_path / 'pipeline'
   command = [sys.executable, '-m', 'cospec_jax.main', f'--config={ROOT}/configs/pipeline.py:smoke',
              f'--workdir={workdir}']
@@ -100,6 +100,14 @@ def test_pipeline_smoke_runs_every_stage_and_resumes(tmp_path, monkeypatch, caps
   assert (workdir / 'table' / 'table.md').read_text() == table_md
   assert (workdir / 'table' / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
   assert '| cospec lam=' in again.stdout
+  # The finished run's workload, static against continuous batching: the same completions for every method (the
+  # deterministic rules of the table), timed; the table's files untouched.
+  timed = table_batching.run(_load(os.path.join(ROOT, 'configs', 'pipeline.py')).get_config('smoke'), str(workdir),
+                             rounds=1)
+  assert [r['method'] for r in timed['rows']] == ['target-only', 'spd greedy', 'cospec lam=0', 'cospec lam=1']
+  assert all(r['identical'] and r['generated'] > 0 and r['static_seconds'] > 0 for r in timed['rows'])
+  assert json.loads((workdir / 'table_batching.json').read_text()) == timed
+  assert (workdir / 'table' / 'results.json').stat().st_mtime == table_mtime
 
 
 @pytest.mark.parametrize('where', ['a_file', 'a_file/below'])

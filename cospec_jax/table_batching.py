@@ -1,0 +1,81 @@
+"""Static against continuous batching where the table decodes, on a finished pipeline run's pair and arbiter.
+
+The table (evaluate.py) decodes its problems in consecutive chunks of `config.table.batch_size` rows (static
+batching). Continuous batching (decoding/continuous.py) decodes them all through as many rows in one call, a
+finished row refilled with the next waiting problem. Which is faster depends on the workload (how far answer lengths
+spread) and on what a one-row refill's prefill costs against a batched step, so this measures it on the table's own
+workload: target-only, greedy SPD and CoSpec (the table's arbiter checkpoint, at the smallest and largest lam of
+`config.table.lams`) over the validation problems, each compiled first and then timed in interleaved rounds (each
+figure its fastest round), and whether both modes give the same completions (they must, for these deterministic
+rules). Validation only: the test split is not read.
+
+  python experiments/table_batching.py --config=configs/pipeline.py --workdir=runs/pipeline
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+from cospec_jax import evaluate, files, pipeline, sharding
+from cospec_jax.decoding import DecodeSettings
+from cospec_jax.train import arbiter
+
+MODES = ('static', 'continuous')
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, rounds: int = 2, out_path: str = '') -> dict:
+  """`config`: the pipeline's (configs/pipeline.py); `workdir`: a run of it whose table stage is done. Prints a table
+  and writes it as JSON to `out_path` (default <workdir>/table_batching.json); returns it."""
+  dirs = pipeline.stage_dirs(config, workdir)
+  a = config.arbiter
+  if not os.path.exists(os.path.join(dirs['table'], 'results.json')):
+    raise FileNotFoundError(f'{dirs["table"]}/results.json does not exist: run the pipeline with --workdir={workdir} '
+                            'to its end first (this reads its pair, its arbiter and the checkpoint its table chose).')
+  step, _ = pipeline.table_choice(dirs['table'])
+  mesh = sharding.mesh_from_config(a)
+  target, draft = arbiter.load_pair(a, mesh)
+  task = arbiter.load_task(a, a.pair.target_workdir)
+  validation = evaluate.split_problems(task, 'validation')
+  if not validation:
+    raise ValueError(f'task {task.name} has no validation split to time; this comparison reads validation only.')
+  prompts = [task.prompt(p) for p in validation[:a.table.validation_examples]]
+  settings = DecodeSettings.for_tokenizer(task.tokenizer, a.rl.max_new_tokens)
+  candidates = evaluate.families(a, {'cospec': arbiter.restore_state(a, a.arbiter_workdir, step).params}, {})
+  lams = (min(a.table.lams), max(a.table.lams))
+  methods = (candidates['target-only'] + candidates['spd greedy'] +
+             [m for m in candidates['cospec'] if m.lam in lams])
+  batch = a.table.batch_size
+  passes = {(m.name, mode): evaluate.compiled_pass(m, target, draft, prompts, batch, settings, a.rl.gamma, a.seed,
+                                                   mesh, continuous=mode == 'continuous')
+            for m in methods for mode in MODES}
+  seconds = {key: float('inf') for key in passes}
+  outs = {}
+  for _ in range(rounds):
+    for key, run_pass in passes.items():
+      outs[key] = run_pass()
+      seconds[key] = min(seconds[key], outs[key]['seconds'])
+  rows = []
+  for m in methods:
+    static, continuous = (outs[(m.name, mode)] for mode in MODES)
+    rows.append({'method': m.name, 'static_seconds': seconds[(m.name, 'static')],
+                 'continuous_seconds': seconds[(m.name, 'continuous')],
+                 'continuous_over_static': seconds[(m.name, 'static')] / seconds[(m.name, 'continuous')],
+                 'generated': static['generated'],
+                 'identical': len(static['completions']) == len(continuous['completions']) and all(
+                     np.array_equal(x, y) for x, y in zip(static['completions'], continuous['completions']))})
+  result = {'problems': len(prompts), 'split': 'validation', 'batch_size': batch, 'gamma': a.rl.gamma,
+            'arbiter_step': step, 'rounds': rounds, 'rows': rows}
+  print(f'{len(prompts)} validation problems through {batch} rows, gamma {a.rl.gamma}, arbiter step {step}; '
+        f'fastest of {rounds} interleaved rounds')
+  print(f'{"method":>24} | static s | continuous s | continuous speedup | same completions')
+  for r in rows:
+    print(f'{r["method"]:>24} | {r["static_seconds"]:>8.2f} | {r["continuous_seconds"]:>12.2f} | '
+          f'{r["continuous_over_static"]:>17.2f} | {str(r["identical"]):>16}')
+  path = out_path or os.path.join(workdir, 'table_batching.json')
+  files.write_atomically(path, json.dumps(result, indent=2))
+  print(f'wrote {path}')
+  return result
