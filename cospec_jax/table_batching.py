@@ -5,15 +5,17 @@ batching). Continuous batching (decoding/continuous.py) decodes them all through
 finished row refilled with the next waiting problem. Which is faster depends on the workload (how far answer lengths
 spread) and on what a one-row refill's prefill costs against a batched step, so this measures it on the table's own
 workload: target-only, greedy SPD and CoSpec (the table's arbiter checkpoint, at the smallest and largest lam of
-`config.table.lams`) over the validation problems, each compiled first and then timed in interleaved rounds (each
-figure its fastest round), and whether both modes give the same completions (they must, for these deterministic
-rules). Validation only: the test split is not read.
+`config.table.lams`) over the validation problems, continuous batching at each of `refills` (most freed rows
+refilled after a step, in one prefill call; 0: all of them), each program compiled first and then timed in
+interleaved rounds (each figure its fastest round), and whether every mode gives the same completions (it must, for
+these deterministic rules). Validation only: the test split is not read.
 
   python experiments/table_batching.py --config=configs/pipeline.py --workdir=runs/pipeline
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -24,10 +26,8 @@ from cospec_jax import evaluate, files, pipeline, sharding
 from cospec_jax.decoding import DecodeSettings
 from cospec_jax.train import arbiter
 
-MODES = ('static', 'continuous')
-
-
-def run(config: ml_collections.ConfigDict, workdir: str, rounds: int = 2, out_path: str = '') -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str, rounds: int = 2, refills: tuple[int, ...] = (4, 0),
+        out_path: str = '') -> dict:
   """`config`: the pipeline's (configs/pipeline.py); `workdir`: a run of it whose table stage is done. Prints a table
   and writes it as JSON to `out_path` (default <workdir>/table_batching.json); returns it."""
   dirs = pipeline.stage_dirs(config, workdir)
@@ -49,9 +49,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, rounds: int = 2, out_pa
   methods = (candidates['target-only'] + candidates['spd greedy'] +
              [m for m in candidates['cospec'] if m.lam in lams])
   batch = a.table.batch_size
-  passes = {(m.name, mode): evaluate.compiled_pass(m, target, draft, prompts, batch, settings, a.rl.gamma, a.seed,
-                                                   mesh, continuous=mode == 'continuous')
-            for m in methods for mode in MODES}
+  modes = {'static': settings} | {f'refills {k or "all"}': dataclasses.replace(settings, refills_per_step=k)
+                                  for k in refills}
+  passes = {(m.name, mode): evaluate.compiled_pass(m, target, draft, prompts, batch, s, a.rl.gamma, a.seed, mesh,
+                                                   continuous=mode != 'static')
+            for m in methods for mode, s in modes.items()}
   seconds = {key: float('inf') for key in passes}
   outs = {}
   for _ in range(rounds):
@@ -60,21 +62,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, rounds: int = 2, out_pa
       seconds[key] = min(seconds[key], outs[key]['seconds'])
   rows = []
   for m in methods:
-    static, continuous = (outs[(m.name, mode)] for mode in MODES)
-    rows.append({'method': m.name, 'static_seconds': seconds[(m.name, 'static')],
-                 'continuous_seconds': seconds[(m.name, 'continuous')],
-                 'continuous_over_static': seconds[(m.name, 'static')] / seconds[(m.name, 'continuous')],
-                 'generated': static['generated'],
-                 'identical': len(static['completions']) == len(continuous['completions']) and all(
-                     np.array_equal(x, y) for x, y in zip(static['completions'], continuous['completions']))})
+    static = outs[(m.name, 'static')]
+    row = {'method': m.name, 'generated': static['generated'], 'seconds': {}, 'continuous_speedup': {},
+           'identical': True}
+    for mode in modes:
+      row['seconds'][mode] = seconds[(m.name, mode)]
+      row['continuous_speedup'][mode] = seconds[(m.name, 'static')] / seconds[(m.name, mode)]
+      got = outs[(m.name, mode)]['completions']
+      row['identical'] &= len(got) == len(static['completions']) and all(
+          np.array_equal(x, y) for x, y in zip(got, static['completions']))
+    rows.append(row)
   result = {'problems': len(prompts), 'split': 'validation', 'batch_size': batch, 'gamma': a.rl.gamma,
-            'arbiter_step': step, 'rounds': rounds, 'rows': rows}
+            'arbiter_step': step, 'rounds': rounds, 'modes': list(modes), 'rows': rows}
   print(f'{len(prompts)} validation problems through {batch} rows, gamma {a.rl.gamma}, arbiter step {step}; '
-        f'fastest of {rounds} interleaved rounds')
-  print(f'{"method":>24} | static s | continuous s | continuous speedup | same completions')
+        f'fastest of {rounds} interleaved rounds; seconds (continuous speedup over static)')
+  print(f'{"method":>24} | ' + ' | '.join(f'{mode:>18}' for mode in modes) + ' | same completions')
   for r in rows:
-    print(f'{r["method"]:>24} | {r["static_seconds"]:>8.2f} | {r["continuous_seconds"]:>12.2f} | '
-          f'{r["continuous_over_static"]:>17.2f} | {str(r["identical"]):>16}')
+    cells = [f'{r["seconds"][mode]:>7.2f} s ({r["continuous_speedup"][mode]:.2f}x)' for mode in modes]
+    print(f'{r["method"]:>24} | ' + ' | '.join(f'{c:>18}' for c in cells) + f' | {str(r["identical"]):>16}')
   path = out_path or os.path.join(workdir, 'table_batching.json')
   files.write_atomically(path, json.dumps(result, indent=2))
   print(f'wrote {path}')

@@ -18,12 +18,13 @@ from cospec_jax import table_batching  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/pipeline.py', 'The pipeline config of the run.')
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/pipeline', 'A pipeline run whose table stage is done.')
 _ROUNDS = flags.DEFINE_integer('rounds', 2, 'Timed rounds after the compile run; each figure is its fastest.')
+_REFILLS = flags.DEFINE_list('refills', ['4', '0'], 'Continuous batching at each of these refills_per_step (0: all).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments {argv[1:]}; settings go in --config.<key>=<value>.')
-  table_batching.run(_CONFIG.value, _WORKDIR.value, _ROUNDS.value)
+  table_batching.run(_CONFIG.value, _WORKDIR.value, _ROUNDS.value, tuple(int(k) for k in _REFILLS.value))
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 per-prompt statistics, sources and decision records, in prompt order, while finished rows are refilled."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,9 @@ import pytest
 from cospec_jax.decoding import (ArbiterPolicy, AutoregressiveDecoder, CoSpec, DecodeSettings, Exact,
                                  RejectionSampling, Sampling, SpeculativeDecoder)
 from cospec_jax.decoding.cospec import init_policy
+from cospec_jax.decoding.autoregressive import prefill_into, prefill_rows
 from cospec_jax.decoding.relaxed import Oracle
+from cospec_jax.models import transformer
 from tests import helpers
 
 N_PROMPTS, ROWS, MAX_NEW = 11, 4, 24
@@ -76,6 +79,45 @@ def _check_same(cont, gens, records=False):
                                     getattr(static_records, name)[mask], err_msg=name)
     np.testing.assert_allclose(np.asarray(cont.records.scalars_BxGxF)[mask], static_records.scalars_BxGxF[mask],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('chunk', [0, 3])
+def test_prefill_rows_writes_its_rows_alone(pair, chunk):
+  """prefill_rows, the refill's one call for all its rows: the given rows (in any order) get their prompts' cache
+  entries, as a prefill of each prompt alone gives them; a row index past the batch is an unused slot that writes
+  nothing; every other row keeps its entries bit for bit."""
+  tc, tp, _, _ = pair
+  B, S = 4, 16
+  old_BxP, _ = helpers.pad(helpers.ragged_prompts(B, tc.vocab_size, seed=1))
+  cache = prefill_into(tc, tp, transformer.init_cache(tc, B, S), old_BxP)
+  new = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14], [3]]  # The third is the unused slot's.
+  new_KxP, lengths_K = helpers.pad(new)
+  rows_K = jnp.array([2, 0, B], jnp.int32)
+  out = jax.jit(functools.partial(prefill_rows, tc, chunk=chunk))(tp, cache, rows_K, new_KxP,
+                                                                   lengths_K=lengths_K.at[2].set(0))
+  for row in (1, 3):
+    np.testing.assert_array_equal(out.k_YxBxSxCxH[:, row], cache.k_YxBxSxCxH[:, row])
+    np.testing.assert_array_equal(out.v_YxBxSxCxH[:, row], cache.v_YxBxSxCxH[:, row])
+  for row, prompt in ((2, new[0]), (0, new[1])):
+    alone = prefill_into(tc, tp, transformer.init_cache(tc, 1, S), jnp.asarray([prompt], jnp.int32))
+    n = len(prompt)
+    np.testing.assert_allclose(out.k_YxBxSxCxH[:, row, :n], alone.k_YxBxSxCxH[:, 0, :n], atol=1e-5)
+    np.testing.assert_allclose(out.v_YxBxSxCxH[:, row, :n], alone.v_YxBxSxCxH[:, 0, :n], atol=1e-5)
+    assert not np.allclose(out.k_YxBxSxCxH[:, row, :n], cache.k_YxBxSxCxH[:, row, :n])  # Rewritten.
+
+
+@pytest.mark.parametrize('refills_per_step', [1, 3])
+def test_rows_refilled_one_by_one_or_together_agree(pair, workload, refills_per_step):
+  """However many freed rows one call refills (one per step, or several prefilled together), every prompt gets
+  static batching's tokens and statistics. The first ROWS prompts have a budget of 1, so every row frees after the
+  first step: with 3 refills per step, three rows are prefilled in one call and the fourth a step later."""
+  tc, tp, dc, dp = pair
+  prompts, budgets, settings = workload
+  budgets = np.concatenate([np.ones(ROWS, np.int32), budgets[ROWS:]])
+  settings = dataclasses.replace(settings, refills_per_step=refills_per_step)
+  spd = SpeculativeDecoder(tc, dc, Exact(), 2, settings)
+  cont = spd.generate_continuous(tp, dp, prompts, ROWS, jax.random.PRNGKey(0), max_new=budgets)
+  _check_same(cont, _static(spd, (tp, dp), prompts, budgets))
 
 
 def test_workload_makes_rows_finish_at_different_steps(pair, workload):

@@ -33,6 +33,8 @@ def test_schedule_steps_counts_small_workloads_by_hand():
   assert throughput_benchmark.schedule_steps([3, 1, 1, 1], 2, 4) == dict(static=4, continuous=3, refills=2)
   # Both rows free after step 5, one refill per step: the second row waits a step.
   assert throughput_benchmark.schedule_steps([5, 5, 5, 5], 2, 1) == dict(static=10, continuous=11, refills=2)
+  # refills_per_step 0 (DecodeSettings' default): every freed row takes a prompt at once.
+  assert throughput_benchmark.schedule_steps([5, 5, 5, 5], 2, 0) == dict(static=10, continuous=10, refills=2)
 
 
 def test_schedule_steps_on_long_tailed_workloads_lies_between_packing_and_static():

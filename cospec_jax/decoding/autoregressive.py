@@ -30,15 +30,17 @@ class DecodeSettings:
   max_len: Optional[int] = None  # Upper bound on prompt + new tokens + one block; None: no bound.
   vocab_size: Optional[int] = None  # The tokenizer's; a draft and target whose heads differ by padding compare these.
   prefill_chunk: int = 256  # Prompt positions per prefill call (bounds its score tensor); 0: the prompt in one call.
-  refills_per_step: int = 4  # Continuous batching: most freed rows refilled after one step (the rest on the next).
+  # Continuous batching: most freed rows refilled after one step, in one prefill call (the rest on the next);
+  # 0: every freed row.
+  refills_per_step: int = 0
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
       raise ValueError(f'max_new_tokens={self.max_new_tokens} must be >= 1.')
     if self.prefill_chunk < 0:
       raise ValueError(f'prefill_chunk={self.prefill_chunk} must be >= 0 (0 prefills the prompt in one call).')
-    if self.refills_per_step < 1:
-      raise ValueError(f'refills_per_step={self.refills_per_step} must be >= 1.')
+    if self.refills_per_step < 0:
+      raise ValueError(f'refills_per_step={self.refills_per_step} must be >= 0 (0 refills every freed row).')
     object.__setattr__(self, 'eos_ids', tuple(int(e) for e in self.eos_ids))
 
   @classmethod
@@ -79,33 +81,42 @@ def prefill_into(config: ModelConfig, params, cache, tokens_BxP: jax.Array, chun
   return cache
 
 
-def prefill_row(config: ModelConfig, params, cache, row: jax.Array, tokens_1xP: jax.Array, chunk: int = 0,
-                length: Optional[jax.Array] = None):
-  """Prefills one row (a traced index) of a batch's cache with a new prompt, leaving the other rows as they are;
-  returns the cache. Used to refill a finished row's slot (continuous batching): only that row is computed, and its
-  slots past the new prompt keep stale entries that decoding overwrites before reading.
+def prefill_rows(config: ModelConfig, params, cache, rows_K: jax.Array, tokens_KxP: jax.Array, chunk: int = 0,
+                 lengths_K: Optional[jax.Array] = None):
+  """Prefills K rows (traced indices) of a batch's cache with new prompts, in one batched computation, leaving the
+  other rows as they are; returns the cache. Used to refill finished rows' slots (continuous batching): only those
+  rows are computed, and their slots past each new prompt keep stale entries that decoding overwrites before
+  reading. A row index outside the batch (e.g. B) marks an unused slot: it is computed on a copy of another row and
+  never written back.
 
-  With 0 < `chunk` < P and the prompt's `length` (traced) given, only the chunks that hold the prompt are computed
-  (ceil(length / chunk) calls), not the bucket's padding.
+  With 0 < `chunk` < P and the prompts' `lengths_K` (traced) given, only the chunks that hold the longest prompt
+  are computed (ceil(max length / chunk) calls), not the bucket's padding.
   """
-  row_cache = jax.tree_util.tree_map(lambda x: jax.lax.dynamic_slice_in_dim(x, row, 1, axis=1), cache)
-  P = tokens_1xP.shape[1]
-  if length is None or not 0 < chunk < P:
-    row_cache = prefill_into(config, params, row_cache, tokens_1xP, chunk)
+  B = jax.tree_util.tree_leaves(cache)[0].shape[1]
+  rows_cache = jax.tree_util.tree_map(lambda x: jnp.take(x, jnp.minimum(rows_K, B - 1), axis=1), cache)
+  K, P = tokens_KxP.shape
+  if lengths_K is None or not 0 < chunk < P:
+    rows_cache = prefill_into(config, params, rows_cache, tokens_KxP, chunk)
   else:
     n_chunks = -(-P // chunk)
-    padded_1xQ = jnp.pad(tokens_1xP, ((0, 0), (0, n_chunks * chunk - P)))
+    padded_KxQ = jnp.pad(tokens_KxP, ((0, 0), (0, n_chunks * chunk - P)))
 
-    def call(i, row_cache):
+    def call(i, rows_cache):
       start = i * chunk
-      positions_1xC = (start + jnp.arange(chunk, dtype=jnp.int32))[None, :]
-      _, _, row_cache = transformer.apply(config, params, jax.lax.dynamic_slice_in_dim(padded_1xQ, start, chunk, 1),
-                                          positions_1xC, row_cache)
-      return row_cache
+      positions_KxC = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (K, chunk))
+      _, _, rows_cache = transformer.apply(config, params, jax.lax.dynamic_slice_in_dim(padded_KxQ, start, chunk, 1),
+                                           positions_KxC, rows_cache)
+      return rows_cache
 
-    row_cache = jax.lax.fori_loop(0, (length + chunk - 1) // chunk, call, row_cache)
-  return jax.tree_util.tree_map(lambda x, r: jax.lax.dynamic_update_slice_in_dim(x, r, row, axis=1), cache,
-                                row_cache)
+    rows_cache = jax.lax.fori_loop(0, (jnp.max(lengths_K) + chunk - 1) // chunk, call, rows_cache)
+  def write_back(x, r):  # Slot by slot, each an in-place update of one row (a scatter copied the whole cache).
+    for j in range(K):
+      row = jnp.minimum(rows_K[j], B - 1)
+      new = jnp.where(rows_K[j] < B, r[:, j:j + 1].astype(x.dtype), jax.lax.dynamic_slice_in_dim(x, row, 1, axis=1))
+      x = jax.lax.dynamic_update_slice_in_dim(x, new, row, axis=1)
+    return x
+
+  return jax.tree_util.tree_map(write_back, cache, rows_cache)
 
 
 def init_state(tokens_BxP: jax.Array, lengths_B: jax.Array, buffer_length: int, pad_id: int, target_cache,
@@ -192,11 +203,11 @@ class AutoregressiveDecoder:
     state = self._init(params, first(tokens_NxP, rows), first(lengths_N, rows), rng, first(max_new_N, rows))
     queue = continuous_lib.start(state, tokens_NxP, lengths_N, max_new_N, None)
 
-    def prefill_one(state, row, tokens_1xP, length):
-      return state.replace(target_cache=prefill_row(self.model, params, state.target_cache, row, tokens_1xP,
-                                                    self.settings.prefill_chunk, length))
+    def prefill(state, rows_K, tokens_KxP, lengths_K):
+      return state.replace(target_cache=prefill_rows(self.model, params, state.target_cache, rows_K, tokens_KxP,
+                                                     self.settings.prefill_chunk, lengths_K))
 
-    return continuous_lib.loop(state, queue, functools.partial(self._step, params), prefill_one,
+    return continuous_lib.loop(state, queue, functools.partial(self._step, params), prefill,
                                self.settings.pad_id, self.settings.refills_per_step)
 
   def generate(self, params, prompts: Sequence[Sequence[int]], rng: Optional[jax.Array] = None,

@@ -3,14 +3,15 @@
 Static batching runs each chunk of B prompts until its slowest row finishes, so rows that hit EOS or their budget
 early idle while the others decode. Here the loop holds a queue of every prompt. After each decode step, a row that
 has finished is harvested (its tokens, length, statistics, records and sources copied to the results at its
-prompt's index, so they come back in prompt order) and, while prompts wait, refilled (up to a few rows per step): the next
-waiting prompt is written into the row's token buffer and prefilled into that row's slot of every KV cache
-(`prefill_row`: the row alone, chunk by chunk up to its length, through the same cache), and decoding goes on.
+prompt's index, so they come back in prompt order) and, while prompts wait, refilled: the next
+waiting prompts are written into the rows' token buffers and prefilled into those rows' slots of every KV cache
+(`prefill`: those rows alone, together in one call, chunk by chunk up to the longest prompt, through the same
+cache), and decoding goes on.
 Everything is a fixed shape, so the loop compiles once per (N, P, B), however the rows finish.
 
 A row's computations are those of static batching (the same step at the same batch size, per-row statistics reset
-at refill), so deterministic rules give the same tokens, statistics and records per prompt; only the prompt's
-prefill runs on its own row, and a sampling rule draws from the step's key at another row and step.
+at refill), so deterministic rules give the same tokens, statistics and records per prompt; only the prompts'
+prefills run on the refilled rows alone, and a sampling rule draws from the step's key at another row and step.
 """
 
 from __future__ import annotations
@@ -81,57 +82,73 @@ def harvest(state: DecodeState, queue: Queue) -> Queue:
   return queue.replace(out=out, free_B=queue.free_B | finished_B)
 
 
-PrefillRow = Callable[[DecodeState, jax.Array, jax.Array, jax.Array], DecodeState]  # (state, row, tokens_1xP, length).
+Prefill = Callable[[DecodeState, jax.Array, jax.Array, jax.Array], DecodeState]  # (state, rows_K, tokens_KxP, lengths_K).
 
 
-def refill(state: DecodeState, queue: Queue, prefill_row: PrefillRow, pad_id: int) -> tuple[DecodeState, Queue]:
-  """Gives the next waiting prompt to the first free row (call it only when both exist): resets the row (tokens,
-  length, budget, statistics, records, sources, rule parameters) and prefills its caches (`prefill_row(state, row,
-  tokens_1xP, prompt_length)`). Returns (state, queue).
+def refill(state: DecodeState, queue: Queue, prefill: Prefill, pad_id: int, k: int) -> tuple[DecodeState, Queue]:
+  """Gives the next waiting prompts to the first free rows, up to `k` of them (call it only when both exist): resets
+  each taken row (tokens, length, budget, statistics, records, sources, rule parameters) and prefills their caches
+  in one batched call (`prefill(state, rows_K, tokens_KxP, lengths_K)`; a slot with no row to fill has row index B
+  and length 0). Returns (state, queue).
 
-  One row per call; `loop` makes a few calls per step, unrolled: a while loop over the freed rows carried the caches,
-  and XLA:CPU copied them whole on every turnover.
+  One call for all the rows: refilling them one by one costs a prefill call each, and a while loop over the freed
+  rows carried the caches, which XLA:CPU copied whole on every turnover.
   """
   B, T = state.tokens_BxT.shape
-  P = queue.tokens_NxP.shape[1]
-  row = jnp.argmax(queue.free_B).astype(jnp.int32)
-  k = queue.next_prompt
-  take_B = jnp.arange(B) == row
+  N, P = queue.tokens_NxP.shape
+  rank_B = (jnp.cumsum(queue.free_B) - 1).astype(jnp.int32)  # Each free row's place among the free rows.
+  count = jnp.minimum(jnp.minimum(jnp.sum(queue.free_B), N - queue.next_prompt), k).astype(jnp.int32)
+  take_B = queue.free_B & (rank_B < count)
+  prompt_B = jnp.where(take_B, queue.next_prompt + rank_B, queue.prompt_B)  # In order: row by row, prompt by prompt.
+  at_prompt = lambda x_N: x_N[jnp.minimum(prompt_B, N - 1)]  # noqa: E731  (each row's new prompt's entry)
   take = lambda new, old_B: jnp.where(take_B.reshape((B,) + (1,) * (old_B.ndim - 1)), new, old_B)  # noqa: E731
   zero = lambda x: take(jnp.zeros_like(x), x)  # noqa: E731
-  tokens_1xP = jax.lax.dynamic_slice_in_dim(queue.tokens_NxP, k, 1, axis=0)
-  tokens_1xT = jnp.full((1, T), pad_id, jnp.int32).at[:, :P].set(tokens_1xP)
-  length = queue.prompt_lengths_N[k]
+  tokens_BxT = jnp.full((B, T), pad_id, jnp.int32).at[:, :P].set(at_prompt(queue.tokens_NxP))
+  lengths_B = at_prompt(queue.prompt_lengths_N)
   state = state.replace(
-      tokens_BxT=take(tokens_1xT, state.tokens_BxT), lengths_B=take(length, state.lengths_B),
-      done_B=take(False, state.done_B), prompt_lengths_B=take(length, state.prompt_lengths_B),
-      max_new_B=take(queue.max_new_N[k], state.max_new_B),
+      tokens_BxT=take(tokens_BxT, state.tokens_BxT), lengths_B=take(lengths_B, state.lengths_B),
+      done_B=take(False, state.done_B), prompt_lengths_B=take(lengths_B, state.prompt_lengths_B),
+      max_new_B=take(at_prompt(queue.max_new_N), state.max_new_B),
       stats=jax.tree_util.tree_map(zero, state.stats), records=jax.tree_util.tree_map(zero, state.records),
       n_records_B=None if state.n_records_B is None else zero(state.n_records_B),
       sources_BxT=None if state.sources_BxT is None else take(jnp.int8(state_lib.PROMPT), state.sources_BxT),
-      row_params=jax.tree_util.tree_map(lambda x_N, x_B: take(x_N[k], x_B), queue.row_params_N, state.row_params))
-  state = prefill_row(state, row, tokens_1xP, length)
-  queue = queue.replace(prompt_B=take(k, queue.prompt_B), free_B=queue.free_B & ~take_B, next_prompt=k + 1)
+      row_params=jax.tree_util.tree_map(lambda x_N, x_B: take(at_prompt(x_N), x_B), queue.row_params_N,
+                                        state.row_params))
+  # The prefill's k slots: the taken rows in order (their prompts next_prompt, next_prompt + 1, ...), then unused.
+  rows_K = jnp.nonzero(take_B, size=k, fill_value=B)[0].astype(jnp.int32)
+  prompts_K = jnp.minimum(queue.next_prompt + jnp.arange(k, dtype=jnp.int32), N - 1)
+  lengths_K = jnp.where(jnp.arange(k) < count, queue.prompt_lengths_N[prompts_K], 0)
+  state = prefill(state, rows_K, queue.tokens_NxP[prompts_K], lengths_K)
+  queue = queue.replace(prompt_B=prompt_B, free_B=queue.free_B & ~take_B, next_prompt=queue.next_prompt + count)
   return state, queue
 
 
-def loop(state: DecodeState, queue: Queue, step: Callable[[DecodeState], DecodeState], prefill_row: PrefillRow,
-         pad_id: int, refills_per_step: int = 4) -> Generation:
-  """Decodes until every prompt is done: after each step, harvests finished rows and refills up to
-  `refills_per_step` free rows while prompts wait (each skipped, one predicate, when there is nothing to do).
+def refill_sizes(rows: int, refills_per_step: int = 0) -> tuple[int, ...]:
+  """The prefill sizes the loop compiles, 1, 2, 4, ... up to the most rows one step refills (`refills_per_step`,
+  0 for all `rows`): each step prefills the smallest size that holds its freed rows, so one freed row costs a
+  one-row call, and m freed rows one call of fewer than 2m rows, not m calls."""
+  k = min(refills_per_step or rows, rows)
+  return tuple(sorted({2 ** i for i in range(k.bit_length()) if 2 ** i < k} | {k}))
+
+
+def loop(state: DecodeState, queue: Queue, step: Callable[[DecodeState], DecodeState], prefill: Prefill,
+         pad_id: int, refills_per_step: int = 0) -> Generation:
+  """Decodes until every prompt is done: after each step, harvests finished rows and refills the free rows while
+  prompts wait (up to `refills_per_step`, 0 for all; the rest on the next step), in one prefill call of the
+  smallest size in `refill_sizes` that holds them (each skipped, one predicate, when there is nothing to do).
   Returns the results in prompt order."""
   N = queue.tokens_NxP.shape[0]
+  sizes = refill_sizes(state.tokens_BxT.shape[0], refills_per_step)
+  branches = [lambda sq, k=k: refill(*sq, prefill, pad_id, k) for k in sizes]
 
   def body(carry):
     state, queue = carry
     state = step(state)
     finished = jnp.any(state.done_B & ~queue.free_B)
     queue = jax.lax.cond(finished, harvest, lambda state, queue: queue, state, queue)
-    for _ in range(refills_per_step):  # Unrolled: a loop here would carry (and copy) the caches.
-      can_refill = jnp.any(queue.free_B) & (queue.next_prompt < N)
-      state, queue = jax.lax.cond(can_refill, lambda sq: refill(*sq, prefill_row, pad_id), lambda sq: sq,
-                                  (state, queue))
-    return state, queue
+    wanted = jnp.minimum(jnp.sum(queue.free_B), N - queue.next_prompt)  # Rows to refill now (0: nothing to do).
+    size = jnp.searchsorted(jnp.asarray(sizes), jnp.minimum(wanted, sizes[-1]))  # The smallest that holds them.
+    return jax.lax.cond(wanted > 0, lambda sq: jax.lax.switch(size, branches, sq), lambda sq: sq, (state, queue))
 
   _, queue = jax.lax.while_loop(lambda carry: jnp.any(~carry[0].done_B), body, (state, queue))
   return queue.out

@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 from cospec_jax import sharding
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding import continuous as continuous_lib
-from cospec_jax.decoding.autoregressive import DecodeSettings, init_state, per_row_budget, prefill, prefill_row
+from cospec_jax.decoding.autoregressive import DecodeSettings, init_state, per_row_budget, prefill, prefill_rows
 from cospec_jax.decoding.rules import Block, Exact
 from cospec_jax.decoding import state as state_lib
 from cospec_jax.decoding.state import DecodeState, Generation, append_records, commit, gather_B
@@ -219,13 +219,14 @@ class SpeculativeDecoder:
     queue = continuous_lib.start(state, tokens_NxP, lengths_N, max_new_N, row_params)
     chunk = self.settings.prefill_chunk
 
-    def prefill_one(state, row, tokens_1xP, length):
+    def prefill(state, rows_K, tokens_KxP, lengths_K):
       return state.replace(
-          target_cache=prefill_row(self.target, target_params, state.target_cache, row, tokens_1xP, chunk, length),
-          draft_cache=prefill_row(self.draft, draft_params, state.draft_cache, row, tokens_1xP, chunk, length))
+          target_cache=prefill_rows(self.target, target_params, state.target_cache, rows_K, tokens_KxP, chunk,
+                                    lengths_K),
+          draft_cache=prefill_rows(self.draft, draft_params, state.draft_cache, rows_K, tokens_KxP, chunk, lengths_K))
 
     return continuous_lib.loop(state, queue, functools.partial(self._step, target_params, draft_params, rule_params),
-                               prefill_one, self.settings.pad_id, self.settings.refills_per_step)
+                               prefill, self.settings.pad_id, self.settings.refills_per_step)
 
   def generate(self, target_params, draft_params, prompts: Sequence[Sequence[int]],
                rng: Optional[jax.Array] = None,

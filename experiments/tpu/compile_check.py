@@ -34,7 +34,10 @@ each prompt its steps (answer tokens for target-only, ceil(tokens / tau) target 
 and of continuous batching (freed rows refilled after a step, up to DecodeSettings.refills_per_step). Time = steps x
 the step cell's step time + prefills: one P-token call on B rows per static chunk (and once to start continuous
 batching), and per refill one P-token call on one row, whose data shard's devices work while the others wait
-(flops x data / B, bytes = weights + the row's share of the cache). Projected, not run.
+(flops x data / B, bytes = weights + the row's share of the cache). Projected, not run. (The loop now prefills a
+step's freed rows in one call, padded to a power of two rows: one weight read for all of them, up to twice their
+flops, spread over data shards as XLA places the gathered rows. The projection still prices each refill as its own
+one-row call; it is not re-modelled.)
 """
 
 from __future__ import annotations
