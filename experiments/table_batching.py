@@ -1,7 +1,7 @@
 """Static against continuous batching on the table's own workload (prints a table, writes table_batching.json). Not a
 test: timings vary by machine. Needs a finished pipeline run in --workdir; reads validation problems only.
 
-  python experiments/table_batching.py --config=configs/pipeline.py --workdir=runs/pipeline   # ~1.5 min idle
+  python experiments/table_batching.py --config=configs/pipeline.py --workdir=runs/pipeline   # ~3.5 min idle
 
 See cospec_jax/table_batching.py for what is timed.
 """
