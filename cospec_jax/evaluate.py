@@ -164,6 +164,14 @@ def decode(method: Method, target, draft, prompts, batch_size: int, settings: De
   return dict(passes[0], seconds=min(p['seconds'] for p in passes))
 
 
+def interleaved_rounds(passes: Sequence, rounds: int) -> tuple[list[float], list[dict]]:
+  """Runs `rounds` rounds of the compiled passes (`compiled_pass`), each round every pass once, in order. Returns
+  (each pass's fastest seconds, each pass's first-round figures): a slow spell of the machine falls on one round of
+  every pass, not on all the runs of whichever pass it met."""
+  runs = [[run_pass() for run_pass in passes] for _ in range(rounds)]
+  return [min(r[j]['seconds'] for r in runs) for j in range(len(passes))], runs[0]
+
+
 def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prompts, settings, mesh, pad_to: int,
               small_batch: int) -> list[dict]:
   """Wall-clock of each method at the table's batch (on timing.batch_problems problems) and at `small_batch` (on
@@ -179,13 +187,12 @@ def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prom
           method, row_params={k: v[:len(some)] for k, v in method.row_params.items()})
       passes.append(compiled_pass(m, target, draft, some, batch, settings, config.rl.gamma, config.seed + i, mesh,
                                   pad_to if suffix == '' else 0))
-  runs = [[run_pass() for run_pass in passes] for _ in range(t.timing.rounds)]
+  fastest, firsts = interleaved_rounds(passes, t.timing.rounds)
   out = []
   for j in range(len(methods)):
     figures = {}
     for k, suffix in enumerate(subsets):
-      first = runs[0][2 * j + k]
-      seconds = min(r[2 * j + k]['seconds'] for r in runs)
+      first, seconds = firsts[2 * j + k], fastest[2 * j + k]
       figures[f'tokens_per_s{suffix}'] = first['generated'] / seconds
       figures[f'seconds_per_step{suffix}'] = seconds / max(first['loop_steps'], 1)  # Per batched target call.
     out.append(figures)

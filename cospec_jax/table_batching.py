@@ -26,6 +26,7 @@ from cospec_jax import evaluate, files, pipeline, sharding
 from cospec_jax.decoding import DecodeSettings
 from cospec_jax.train import arbiter
 
+
 def run(config: ml_collections.ConfigDict, workdir: str, rounds: int = 2, refills: tuple[int, ...] = (4, 0),
         out_path: str = '') -> dict:
   """`config`: the pipeline's (configs/pipeline.py); `workdir`: a run of it whose table stage is done. Prints a table
@@ -54,12 +55,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, rounds: int = 2, refill
   passes = {(m.name, mode): evaluate.compiled_pass(m, target, draft, prompts, batch, s, a.rl.gamma, a.seed, mesh,
                                                    continuous=mode != 'static')
             for m in methods for mode, s in modes.items()}
-  seconds = {key: float('inf') for key in passes}
-  outs = {}
-  for _ in range(rounds):
-    for key, run_pass in passes.items():
-      outs[key] = run_pass()
-      seconds[key] = min(seconds[key], outs[key]['seconds'])
+  fastest, firsts = evaluate.interleaved_rounds(list(passes.values()), rounds)
+  seconds, outs = dict(zip(passes, fastest)), dict(zip(passes, firsts))
   rows = []
   for m in methods:
     static = outs[(m.name, 'static')]

@@ -44,8 +44,9 @@ def schedule_steps(steps_N: np.ndarray, batch_size: int, refills_per_step: int) 
   """Decode steps of a workload whose prompt i needs steps_N[i] steps (answer tokens for target-only decoding,
   target calls for SPD), counted, not timed. static: the prompts in consecutive chunks of `batch_size` rows, each
   chunk for its longest prompt. continuous: first-come refilling as decoding/continuous.py does it: after each step
-  up to `refills_per_step` (0: all) freed rows take the next waiting prompts, which decode from the next step on; until the
-  last prompt is done. Returns {'static': steps, 'continuous': steps, 'refills': prompts started in a freed row}."""
+  up to `refills_per_step` (0: all) freed rows take the next waiting prompts, which decode from the next step on;
+  until the last prompt is done. Returns {'static': steps, 'continuous': steps, 'refills': prompts started in a
+  freed row}."""
   steps_N = np.asarray(steps_N, np.int64)
   N = len(steps_N)
   if N < batch_size or np.any(steps_N < 1):

@@ -15,7 +15,7 @@ jax.config.update('jax_numpy_rank_promotion', 'raise')
 @pytest.fixture(autouse=True, scope='module')
 def _release_compiled_programs():
   """Drops every compiled program after each test module. Each pytest-xdist worker runs half the suite or more in one
-  process, and with thousands of XLA executables kept alive the CPU compiler crashed (SIGSEGV, in a compile late in a full run on 2026-12-02) where
-  the same module alone passes."""
+  process, and with thousands of XLA executables kept alive the CPU compiler crashed (SIGSEGV, in a compile late in a
+  full run on 2026-12-02) where the same module alone passes."""
   yield
   jax.clear_caches()

@@ -109,6 +109,7 @@ def prefill_rows(config: ModelConfig, params, cache, rows_K: jax.Array, tokens_K
       return rows_cache
 
     rows_cache = jax.lax.fori_loop(0, (jnp.max(lengths_K) + chunk - 1) // chunk, call, rows_cache)
+
   def write_back(x, r):  # Slot by slot, each an in-place update of one row (a scatter copied the whole cache).
     for j in range(K):
       row = jnp.minimum(rows_K[j], B - 1)

@@ -3,10 +3,9 @@
 Static batching runs each chunk of B prompts until its slowest row finishes, so rows that hit EOS or their budget
 early idle while the others decode. Here the loop holds a queue of every prompt. After each decode step, a row that
 has finished is harvested (its tokens, length, statistics, records and sources copied to the results at its
-prompt's index, so they come back in prompt order) and, while prompts wait, refilled: the next
-waiting prompts are written into the rows' token buffers and prefilled into those rows' slots of every KV cache
-(`prefill`: those rows alone, together in one call, chunk by chunk up to the longest prompt, through the same
-cache), and decoding goes on.
+prompt's index, so they come back in prompt order) and, while prompts wait, refilled: the next waiting prompts are
+written into the rows' token buffers and prefilled into those rows' slots of every KV cache (`prefill`: those rows
+alone, together in one call, chunk by chunk up to the longest prompt, through the same cache), and decoding goes on.
 Everything is a fixed shape, so the loop compiles once per (N, P, B), however the rows finish.
 
 A row's computations are those of static batching (the same step at the same batch size, per-row statistics reset
@@ -82,7 +81,8 @@ def harvest(state: DecodeState, queue: Queue) -> Queue:
   return queue.replace(out=out, free_B=queue.free_B | finished_B)
 
 
-Prefill = Callable[[DecodeState, jax.Array, jax.Array, jax.Array], DecodeState]  # (state, rows_K, tokens_KxP, lengths_K).
+# (state, rows_K, tokens_KxP, lengths_K) -> state with those rows' caches prefilled.
+Prefill = Callable[[DecodeState, jax.Array, jax.Array, jax.Array], DecodeState]
 
 
 def refill(state: DecodeState, queue: Queue, prefill: Prefill, pad_id: int, k: int) -> tuple[DecodeState, Queue]:
