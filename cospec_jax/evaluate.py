@@ -20,6 +20,10 @@ labels CoSpec's warm start uses) over their thresholds, CoSpec over `lam` with t
 3. Transfer. When the data mix in a second family (tasks/arithmetic.py's `units`), target-only, SPD and CoSpec at
    the settings chosen above (the arbiter trained on arithmetic alone) on that family's test split.
 
+The accuracy passes (1-3) decode a split's problems through `table.batch_size` rows, finished rows refilled
+(`table.continuous`; decoding/continuous.py); the wall-clock columns are timed in static batches (`time_rows`), so
+a step is one batched target call for every row.
+
 `run(config, workdir)` writes table.md, pareto.png (report.py) and then results.json (each atomically; results.json
 last: it is the stage's done marker), once everything has been measured, so a failing run leaves an earlier table
 intact.
@@ -156,10 +160,11 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
 
 
 def decode(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
-           seed: int, repeats: int = 3, mesh=None, pad_to: int = 0) -> dict:
-  """Decodes every prompt with `method` (`compiled_pass`); returns completions, counts and the fastest of `repeats`
-  timed passes."""
-  run_pass = compiled_pass(method, target, draft, prompts, batch_size, settings, gamma, seed, mesh, pad_to)
+           seed: int, repeats: int = 3, mesh=None, pad_to: int = 0, continuous: bool = False) -> dict:
+  """Decodes every prompt with `method` (`compiled_pass`, static or `continuous` batching); returns completions,
+  counts and the fastest of `repeats` timed passes."""
+  run_pass = compiled_pass(method, target, draft, prompts, batch_size, settings, gamma, seed, mesh, pad_to,
+                           continuous)
   passes = [run_pass() for _ in range(repeats)]
   return dict(passes[0], seconds=min(p['seconds'] for p in passes))
 
@@ -227,7 +232,7 @@ def choose_arbiter_step(config, target, draft, task, problems, prompts, settings
     params = arbiter.restore_state(config, config.arbiter_workdir, step).params
     method = Method(f'cospec step {step}', rule=CoSpec(Exact(), policy), rule_params={'policy': params, 'lam': 0.0})
     out = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma, config.seed, 1,
-                 mesh, pad_to)
+                 mesh, pad_to, config.table.continuous)
     correct = task.score(out['completions'], problems)
     points.append({'step': step, 'accuracy': float(correct.mean()),
                    'tokens_per_target_call': out['generated'] / max(out['target_calls'], 1)})
@@ -245,7 +250,7 @@ def sweep(config, points: Sequence[Method], seed_offset: int, target, draft, tas
   out_points = []
   for method in points:
     out = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
-                 config.seed + seed_offset, 1, mesh, pad_to)
+                 config.seed + seed_offset, 1, mesh, pad_to, config.table.continuous)
     out_points.append(_summary(_row(method, out, task.score(out['completions'], validation))))
   print(f'  validation, {points[0].family or points[0].name}: ' + ', '.join(
       f'{p["method"]} {p["accuracy"]:.1%}/{p["tokens_per_target_call"]:.2f}' for p in out_points), flush=True)
@@ -257,7 +262,7 @@ def test_row(config, method: Method, seed_offset: int, target, draft, task, test
   """`method` on the test split: accuracy and tokens per call, with the validation figures that chose it (its
   wall-clock columns come from `time_rows`)."""
   full = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
-                config.seed + seed_offset, 1, mesh, pad_to)
+                config.seed + seed_offset, 1, mesh, pad_to, config.table.continuous)
   row = _row(method, full, task.score(full['completions'], test))
   row['validation'] = next((p for p in sweeps.get(row['family'], []) if p['method'] == method.name and 'accuracy' in p),
                            None)
@@ -289,7 +294,7 @@ def transfer_rows(config, task, chosen: Sequence[tuple[int, Method]], target, dr
       if (method.family or method.name) not in TRANSFER_FAMILIES:
         continue
       decoded = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
-                       config.seed + i, 1, mesh, pad)
+                       config.seed + i, 1, mesh, pad, config.table.continuous)
       rows.append(_row(method, decoded, family_task.score(decoded['completions'], problems)))
     for row in rows:
       row['gained'], row['lost'], row['mcnemar_p'] = mcnemar(row['correct'], rows[0]['correct'])
@@ -427,6 +432,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, pair=None) -> dict:
                                                                    config.warm_start.deviation_cost)
                       for lam in t.lams} for name, params in policies.items()}
   results = {'problems': len(test), 'validation_problems': len(validation or []), 'batch_size': t.batch_size,
+             'continuous': t.continuous,
              'small_batch': small_batch, 'timing_problems': min(t.timing.problems, len(test)),
              'timing_batch_problems': min(t.timing.batch_problems, len(test)), 'timing_rounds': t.timing.rounds,
              'mesh': None if mesh is None else dict(mesh.shape), 'task': task.name, 'gamma': config.rl.gamma,

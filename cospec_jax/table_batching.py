@@ -1,14 +1,15 @@
 """Static against continuous batching where the table decodes, on a finished pipeline run's pair and arbiter.
 
-The table (evaluate.py) decodes its problems in consecutive chunks of `config.table.batch_size` rows (static
-batching). Continuous batching (decoding/continuous.py) decodes them all through as many rows in one call, a
-finished row refilled with the next waiting problem. Which is faster depends on the workload (how far answer lengths
-spread) and on what a one-row refill's prefill costs against a batched step, so this measures it on the table's own
-workload: target-only, greedy SPD and CoSpec (the table's arbiter checkpoint, at the smallest and largest lam of
-`config.table.lams`) over the validation problems, continuous batching at each of `refills` (most freed rows
-refilled after a step, in one prefill call; 0: all of them), each program compiled first and then timed in
-interleaved rounds (each figure its fastest round), and whether every mode gives the same completions (it must, for
-these deterministic rules). Validation only: the test split is not read.
+The table (evaluate.py) decodes its accuracy passes with continuous batching (`config.table.continuous`): all of
+a split's problems through `config.table.batch_size` rows in one call, a finished row refilled with the next waiting
+problem (decoding/continuous.py); static batching decodes consecutive chunks of that many rows. Which is faster
+depends on the workload (how far answer lengths spread) and on what a refill's prefill costs against a batched step,
+so this measures it on the table's own workload: target-only, greedy SPD and CoSpec (the table's arbiter
+checkpoint, at the smallest and largest lam of `config.table.lams`) over the validation problems, continuous
+batching at each of `refills` (most freed rows refilled after a step, in one prefill call; 0: all of them), each
+program compiled first and then timed in interleaved rounds (each figure its fastest round), and whether every mode
+gives the same completions and counts of tokens and target calls (it must, for these deterministic rules).
+Validation only: the test split is not read.
 
   python experiments/table_batching.py --config=configs/pipeline.py --workdir=runs/pipeline
 """
@@ -65,9 +66,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, rounds: int = 2, refill
     for mode in modes:
       row['seconds'][mode] = seconds[(m.name, mode)]
       row['continuous_speedup'][mode] = seconds[(m.name, 'static')] / seconds[(m.name, mode)]
-      got = outs[(m.name, mode)]['completions']
-      row['identical'] &= len(got) == len(static['completions']) and all(
-          np.array_equal(x, y) for x, y in zip(got, static['completions']))
+      out = outs[(m.name, mode)]
+      row['identical'] &= (len(out['completions']) == len(static['completions']) and all(
+          np.array_equal(x, y) for x, y in zip(out['completions'], static['completions']))
+          and (out['generated'], out['target_calls']) == (static['generated'], static['target_calls']))
     rows.append(row)
   result = {'problems': len(prompts), 'split': 'validation', 'batch_size': batch, 'gamma': a.rl.gamma,
             'arbiter_step': step, 'rounds': rounds, 'modes': list(modes), 'rows': rows}
