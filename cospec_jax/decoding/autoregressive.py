@@ -82,7 +82,7 @@ def prefill_into(config: ModelConfig, params, cache, tokens_BxP: jax.Array, chun
 
 
 def prefill_rows(config: ModelConfig, params, cache, rows_K: jax.Array, tokens_KxP: jax.Array, chunk: int = 0,
-                 lengths_K: Optional[jax.Array] = None):
+                 lengths_K: Optional[jax.Array] = None, mesh: Optional[Mesh] = None):
   """Prefills K rows (traced indices) of a batch's cache with new prompts, in one batched computation, leaving the
   other rows as they are; returns the cache. Used to refill finished rows' slots (continuous batching): only those
   rows are computed, and their slots past each new prompt keep stale entries that decoding overwrites before
@@ -91,6 +91,10 @@ def prefill_rows(config: ModelConfig, params, cache, rows_K: jax.Array, tokens_K
 
   With 0 < `chunk` < P and the prompts' `lengths_K` (traced) given, only the chunks that hold the longest prompt
   are computed (ceil(max length / chunk) calls), not the bucket's padding.
+
+  With a `mesh` whose rows split over `data`, each device writes the rows it holds into its own block of the cache
+  (`jax.shard_map`): written as one array, a row at a traced index made XLA gather the whole cache onto every device
+  for each refill.
   """
   B = jax.tree_util.tree_leaves(cache)[0].shape[1]
   rows_cache = jax.tree_util.tree_map(lambda x: jnp.take(x, jnp.minimum(rows_K, B - 1), axis=1), cache)
@@ -110,14 +114,29 @@ def prefill_rows(config: ModelConfig, params, cache, rows_K: jax.Array, tokens_K
 
     rows_cache = jax.lax.fori_loop(0, (jnp.max(lengths_K) + chunk - 1) // chunk, call, rows_cache)
 
-  def write_back(x, r):  # Slot by slot, each an in-place update of one row (a scatter copied the whole cache).
+  def write_back(x, r, local_K, keep_K):
+    """Slot j's row into x's row local_K[j] where keep_K[j], each an in-place update of one row (a scatter copied
+    the whole cache)."""
     for j in range(K):
-      row = jnp.minimum(rows_K[j], B - 1)
-      new = jnp.where(rows_K[j] < B, r[:, j:j + 1].astype(x.dtype), jax.lax.dynamic_slice_in_dim(x, row, 1, axis=1))
+      row = jnp.clip(local_K[j], 0, x.shape[1] - 1)
+      new = jnp.where(keep_K[j], r[:, j:j + 1].astype(x.dtype), jax.lax.dynamic_slice_in_dim(x, row, 1, axis=1))
       x = jax.lax.dynamic_update_slice_in_dim(x, new, row, axis=1)
     return x
 
-  return jax.tree_util.tree_map(write_back, cache, rows_cache)
+  if mesh is None or mesh.shape[sharding.DATA] == 1:
+    return jax.tree_util.tree_map(lambda x, r: write_back(x, r, rows_K, rows_K < B), cache, rows_cache)
+
+  def write_local(x, r):  # On one device: its block of B / data rows, and every slot's new row (heads as x's).
+    first = jax.lax.axis_index(sharding.DATA) * x.shape[1]
+    local_K = rows_K - first
+    return write_back(x, r, local_K, (local_K >= 0) & (local_K < x.shape[1]) & (rows_K < B))
+
+  def write_sharded(x, r):
+    spec = sharding.cache_spec(x.shape[3], mesh)
+    rows_spec = jax.sharding.PartitionSpec(None, None, *spec[2:])  # The K slots' rows: on every data shard.
+    return jax.shard_map(write_local, mesh=mesh, in_specs=(spec, rows_spec), out_specs=spec)(x, r)
+
+  return jax.tree_util.tree_map(write_sharded, cache, rows_cache)
 
 
 def init_state(tokens_BxP: jax.Array, lengths_B: jax.Array, buffer_length: int, pad_id: int, target_cache,
@@ -206,7 +225,7 @@ class AutoregressiveDecoder:
 
     def prefill(state, rows_K, tokens_KxP, lengths_K):
       return state.replace(target_cache=prefill_rows(self.model, params, state.target_cache, rows_K, tokens_KxP,
-                                                     self.settings.prefill_chunk, lengths_K))
+                                                     self.settings.prefill_chunk, lengths_K, self.mesh))
 
     return continuous_lib.loop(state, queue, functools.partial(self._step, params), prefill,
                                self.settings.pad_id, self.settings.refills_per_step)

@@ -222,8 +222,9 @@ class SpeculativeDecoder:
     def prefill(state, rows_K, tokens_KxP, lengths_K):
       return state.replace(
           target_cache=prefill_rows(self.target, target_params, state.target_cache, rows_K, tokens_KxP, chunk,
-                                    lengths_K),
-          draft_cache=prefill_rows(self.draft, draft_params, state.draft_cache, rows_K, tokens_KxP, chunk, lengths_K))
+                                    lengths_K, self.mesh),
+          draft_cache=prefill_rows(self.draft, draft_params, state.draft_cache, rows_K, tokens_KxP, chunk, lengths_K,
+                                   self.mesh))
 
     return continuous_lib.loop(state, queue, functools.partial(self._step, target_params, draft_params, rule_params),
                                prefill, self.settings.pad_id, self.settings.refills_per_step)
