@@ -40,32 +40,6 @@ def workload(n: int, min_prompt: int, max_prompt: int, median_new: float, sigma:
   return prompts, budgets
 
 
-def schedule_steps(steps_N: np.ndarray, batch_size: int, refills_per_step: int) -> dict:
-  """Decode steps of a workload whose prompt i needs steps_N[i] steps (answer tokens for target-only decoding,
-  target calls for SPD), counted, not timed. static: the prompts in consecutive chunks of `batch_size` rows, each
-  chunk for its longest prompt. continuous: first-come refilling as decoding/continuous.py does it: after each step
-  up to `refills_per_step` (0: all) freed rows take the next waiting prompts, which decode from the next step on;
-  until the last prompt is done. Returns {'static': steps, 'continuous': steps, 'refills': prompts started in a
-  freed row}."""
-  steps_N = np.asarray(steps_N, np.int64)
-  N = len(steps_N)
-  if N < batch_size or np.any(steps_N < 1):
-    raise ValueError(f'schedule_steps needs at least batch_size={batch_size} prompts of at least one step each; '
-                     f'got {N} prompts, fewest steps {steps_N.min() if N else None}.')
-  static = int(sum(steps_N[i:i + batch_size].max() for i in range(0, N, batch_size)))
-  left_B = steps_N[:batch_size].copy()
-  waiting, steps, refills = batch_size, 0, 0
-  while np.any(left_B > 0):
-    steps += 1
-    left_B = np.maximum(left_B - 1, 0)
-    for row in np.flatnonzero(left_B == 0)[:refills_per_step or batch_size]:
-      if waiting == N:
-        break
-      left_B[row] = steps_N[waiting]
-      waiting, refills = waiting + 1, refills + 1
-  return dict(static=static, continuous=steps, refills=refills)
-
-
 def _timed(fn) -> tuple[float, list]:
   t0 = time.perf_counter()
   out = jax.block_until_ready(fn())

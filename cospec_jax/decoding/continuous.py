@@ -20,6 +20,7 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cospec_jax.decoding import state as state_lib
 from cospec_jax.decoding.state import DecodeState, Generation
@@ -152,3 +153,32 @@ def loop(state: DecodeState, queue: Queue, step: Callable[[DecodeState], DecodeS
 
   _, queue = jax.lax.while_loop(lambda carry: jnp.any(~carry[0].done_B), body, (state, queue))
   return queue.out
+
+
+def schedule_steps(steps_N: np.ndarray, batch_size: int, refills_per_step: int) -> dict:
+  """Decode steps of a workload whose prompt i needs steps_N[i] steps (answer tokens for target-only decoding,
+  target calls for SPD), counted, not timed. static: the prompts in consecutive chunks of `batch_size` rows, each
+  chunk for its longest prompt. continuous: first-come refilling as decoding/continuous.py does it: after each step
+  up to `refills_per_step` (0: all) freed rows take the next waiting prompts, which decode from the next step on;
+  until the last prompt is done, each step's refilled rows prefilled in one call of the smallest `refill_sizes`
+  that holds them. Returns {'static': steps, 'continuous': steps, 'refills': prompts started in a freed row,
+  'refill_calls': {rows of a refill call: how many such calls}}."""
+  steps_N = np.asarray(steps_N, np.int64)
+  N = len(steps_N)
+  if N < batch_size or np.any(steps_N < 1):
+    raise ValueError(f'schedule_steps needs at least batch_size={batch_size} prompts of at least one step each; '
+                     f'got {N} prompts, fewest steps {steps_N.min() if N else None}.')
+  static = int(sum(steps_N[i:i + batch_size].max() for i in range(0, N, batch_size)))
+  left_B = steps_N[:batch_size].copy()
+  sizes = refill_sizes(batch_size, refills_per_step)
+  waiting, steps, calls = batch_size, 0, {}
+  while np.any(left_B > 0):
+    steps += 1
+    left_B = np.maximum(left_B - 1, 0)
+    rows = np.flatnonzero(left_B == 0)[:min(sizes[-1], N - waiting)]
+    if len(rows):
+      left_B[rows] = steps_N[waiting:waiting + len(rows)]
+      waiting += len(rows)
+      size = min(k for k in sizes if k >= len(rows))
+      calls[size] = calls.get(size, 0) + 1
+  return dict(static=static, continuous=steps, refills=waiting - batch_size, refill_calls=dict(sorted(calls.items())))

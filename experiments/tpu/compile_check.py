@@ -30,14 +30,13 @@ for `tau` tokens (an assumption, in the config). Projected, not run.
 
 The throughput projection: `config.workload` budgets (log-normal, as the CPU throughput benchmark draws them) give
 each prompt its steps (answer tokens for target-only, ceil(tokens / tau) target calls for SPD);
-`throughput_benchmark.schedule_steps` counts the steps of static batching (chunks of B prompts, each for its longest)
+`decoding.continuous.schedule_steps` counts the steps of static batching (chunks of B prompts, each for its longest)
 and of continuous batching (freed rows refilled after a step, up to DecodeSettings.refills_per_step). Time = steps x
 the step cell's step time + prefills: one P-token call on B rows per static chunk (and once to start continuous
-batching), and per refill one P-token call on one row, whose data shard's devices work while the others wait
-(flops x data / B, bytes = weights + the row's share of the cache). Projected, not run. (The loop now prefills a
-step's freed rows in one call, padded to a power of two rows: one weight read for all of them, up to twice their
-flops, spread over data shards as XLA places the gathered rows. The projection still prices each refill as its own
-one-row call; it is not re-modelled.)
+batching), and per refill call (a step's freed rows together, padded to the smallest of 1, 2, 4, ... rows that
+holds them: `schedule_steps` counts the calls of each size) one P-token call on those K rows, which every data
+shard computes whole, as XLA compiles `prefill_rows` on a data-split mesh (flops x K x data / B, bytes = weights +
+K x data / B of the cache). Projected, not run.
 """
 
 from __future__ import annotations
@@ -271,31 +270,36 @@ def throughput_projection(checker: Checker, B: int, P: int) -> dict:
   """Projected tokens/s of static and continuous batching on the config's workload (module docstring)."""
   import numpy as np
   from cospec_jax import throughput_benchmark
-  from cospec_jax.decoding import DecodeSettings
+  from cospec_jax.decoding import DecodeSettings, continuous
   c, w = checker.config, checker.config.workload
   step = step_projection(checker, B, P)
   S = step['cache_slots']
   data = checker.mesh.shape['data']
-  prefill = {'rows': 0.0, 'one_row': 0.0}  # Both models' P-token call on B rows, and on one row.
+  refills_per_step = DecodeSettings().refills_per_step
+  sizes = continuous.refill_sizes(B, refills_per_step)
+  # Both models' P-token call on B rows, and a refill's on K rows: the K gathered rows are computed on every data
+  # shard (as XLA compiles prefill_rows on a data-split mesh), each device writing back the rows it holds.
+  prefill = {'rows': 0.0, 'refill': {k: 0.0 for k in sizes}}
   for model in (checker.target, checker.draft):
     cost = checker.call_cost(model, P, B, S)
     prefill['rows'] += checker.seconds(cost)
-    share = data / B  # One row: its data shard's devices do all of its work.
-    prefill['one_row'] += checker.seconds(dict(flops=cost['flops'] * share,
-                                               bytes=cost['weight_bytes'] + cost['kv_cache_bytes'] * share))
+    for k in sizes:
+      share = k * data / B  # Of a B-row call's work per device.
+      prefill['refill'][k] += checker.seconds(dict(flops=cost['flops'] * share,
+                                                   bytes=cost['weight_bytes'] + cost['kv_cache_bytes'] * share))
   # Only the budgets are used (the prompts are the bucket P): one-token prompts over a 4-token vocabulary.
   _, budgets_N = throughput_benchmark.workload(w.n_prompts, 1, 1, w.median_new, w.sigma, w.min_new,
                                                c.max_new_tokens, 4, w.seed)
   tokens = int(budgets_N.sum())
   out = dict(step, prefill_seconds=prefill, workload=w.to_dict(), n_prompts=w.n_prompts, generated_tokens=tokens,
              budget_median=float(np.median(budgets_N)), budget_max=int(budgets_N.max()), modes={})
-  refills_per_step = DecodeSettings().refills_per_step
   chunks = -(-w.n_prompts // B)  # Static batching's calls, each with one B-row prefill.
   for name, steps_N in (('target_only', budgets_N), ('spd', np.ceil(budgets_N / c.tau).astype(np.int64))):
-    counts = throughput_benchmark.schedule_steps(steps_N, B, refills_per_step)
+    counts = continuous.schedule_steps(steps_N, B, refills_per_step)
     t_step = step['seconds_per_step'][name]
     static_s = counts['static'] * t_step + chunks * prefill['rows']
-    continuous_s = counts['continuous'] * t_step + prefill['rows'] + counts['refills'] * prefill['one_row']
+    refill_s = sum(n * prefill['refill'][k] for k, n in counts['refill_calls'].items())
+    continuous_s = counts['continuous'] * t_step + prefill['rows'] + refill_s
     out['modes'][name] = dict(steps=counts, static_tokens_per_s=tokens / static_s,
                               continuous_tokens_per_s=tokens / continuous_s,
                               continuous_over_static=static_s / continuous_s)
