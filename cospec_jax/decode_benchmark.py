@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from cospec_jax import files, sharding
-from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, Exact, SpeculativeDecoder
+from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, Exact, SpeculativeDecoder, continuous
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.prompts import pad_prompts
 from cospec_jax.models import ModelConfig, config as config_lib, init_params, load_hf_checkpoint, save_hf_checkpoint, transformer
@@ -267,11 +267,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  target_tokens_per_s=n_tokens / t_target, spd_tokens_per_s=int(st.generated_B.sum()) / t_spd,
                  ideal_speedup=float(ideal), speedup=speedup, efficiency=float(speedup / ideal),
                  ideal_speedup_measured_verify=float(ideal_v), efficiency_measured_verify=float(speedup / ideal_v))
+      if batch_size > 1:
+        # Counted, not timed: the most of the ideal a schedule allows however cheap the loop, the rows' target calls
+        # over (rows x the loop's steps). A static batch steps until its slowest row is done.
+        row['schedule_cap'] = float(st.target_calls_B.sum() / (batch_size * st.target_calls_B.max()))
       if streamed:
         sst = jax.device_get(outs[f'stream_{gamma}'].stats)
+        tau_stream = sst.generated_B.sum() / sst.target_calls_B.sum()  # Its own prompts': its ideal is its own.
+        row['tau_stream'] = float(tau_stream)
         row['spd_stream_tokens_per_s'] = int(sst.generated_B.sum()) / seconds[f'stream_{gamma}']
         row['speedup_stream'] = row['spd_stream_tokens_per_s'] / row['target_tokens_per_s']
-        row['efficiency_stream_measured_verify'] = float(row['speedup_stream'] / ideal_v)
+        row['efficiency_stream_measured_verify'] = float(row['speedup_stream'] / (tau_stream / (v + gamma * c)))
+        # The refilled loop's schedule (continuous.schedule_steps): it steps until the stream's last prompt is done.
+        steps = continuous.schedule_steps(sst.target_calls_B, batch_size, settings.refills_per_step)['continuous']
+        row['stream_schedule_cap'] = float(sst.target_calls_B.sum() / (batch_size * steps))
       if batch_size == 1 and hf is not None:
         row['hf_target_only_tokens_per_s'] = hf['target_only']
         row['hf_assisted_tokens_per_s'] = hf['assisted'][gamma]
@@ -292,8 +301,9 @@ _COLUMNS = [('batch', 'B', '{:>3d}'), ('gamma', 'gamma', '{:>5d}'), ('c', 'c', '
             ('spd_tokens_per_s', 'SPD tok/s', '{:>10.1f}'), ('speedup', 'speedup', '{:>7.2f}'),
             ('ideal_speedup', 'ideal', '{:>6.2f}'), ('efficiency', 'eff', '{:>5.0%}'),
             ('ideal_speedup_measured_verify', 'ideal(v)', '{:>8.2f}'), ('efficiency_measured_verify', 'eff(v)', '{:>6.0%}'),
-            ('spd_stream_tokens_per_s', 'refilled SPD tok/s', '{:>18.1f}'),
+            ('schedule_cap', 'cap', '{:>4.0%}'), ('spd_stream_tokens_per_s', 'refilled SPD tok/s', '{:>18.1f}'),
             ('efficiency_stream_measured_verify', 'refilled eff(v)', '{:>15.0%}'),
+            ('stream_schedule_cap', 'refilled cap', '{:>12.0%}'),
             ('hf_assisted_tokens_per_s', 'HF assisted tok/s', '{:>17.1f}'),
             ('ours_over_hf_assisted', 'ours/HF', '{:>7.1f}')]
 

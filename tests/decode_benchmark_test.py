@@ -29,6 +29,8 @@ def test_checkpoint_pair_runs_in_bfloat16_on_a_mesh(tmp_path):
   (row,) = result['rows']
   assert 1.0 <= row['tau'] <= 3.0 and row['spd_tokens_per_s'] > 0
   assert row['spd_stream_tokens_per_s'] > 0 and row['efficiency_stream_measured_verify'] > 0  # Refilled rows too.
+  # Counted schedule caps: a fraction of the rows' steps that do work, 1 only when no row ever waits.
+  assert 0 < row['schedule_cap'] <= 1 and 0 < row['stream_schedule_cap'] <= 1 and row['tau_stream'] >= 1
   mesh = decode_benchmark.bench_mesh(bench)
   _, placed, _, _ = decode_benchmark.load_pair(bench, mesh)
   q = placed['layers']['self_attn']['q_proj']['kernel']  # Scanned, bfloat16, split by whole heads.
