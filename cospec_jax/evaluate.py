@@ -159,6 +159,14 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
   return run_pass
 
 
+def release_programs() -> None:
+  """Drops every compiled program. The table compiles one decode loop per family (its settings are traced, so a
+  family's points share it) and uses it no more once the family is done; kept alive, the programs of a whole table
+  (each continuous loop holding a prefill per refill size) ran the process into a crash of XLA's CPU compiler
+  (SIGSEGV, compiling a test row, 2026-12-03) where that row alone compiles."""
+  jax.clear_caches()
+
+
 def decode(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
            seed: int, repeats: int = 3, mesh=None, pad_to: int = 0, continuous: bool = False) -> dict:
   """Decodes every prompt with `method` (`compiled_pass`, static or `continuous` batching); returns completions,
@@ -238,6 +246,7 @@ def choose_arbiter_step(config, target, draft, task, problems, prompts, settings
                    'tokens_per_target_call': out['generated'] / max(out['target_calls'], 1)})
     print(f'  validation, arbiter step {step}: {correct.mean():.1%}, {points[-1]["tokens_per_target_call"]:.2f} '
           'tokens/call', flush=True)
+  release_programs()
   return points[selection.choose_step(points)]['step'], points
 
 
@@ -254,6 +263,7 @@ def sweep(config, points: Sequence[Method], seed_offset: int, target, draft, tas
     out_points.append(_summary(_row(method, out, task.score(out['completions'], validation))))
   print(f'  validation, {points[0].family or points[0].name}: ' + ', '.join(
       f'{p["method"]} {p["accuracy"]:.1%}/{p["tokens_per_target_call"]:.2f}' for p in out_points), flush=True)
+  release_programs()
   return out_points
 
 
@@ -267,6 +277,7 @@ def test_row(config, method: Method, seed_offset: int, target, draft, task, test
   row['validation'] = next((p for p in sweeps.get(row['family'], []) if p['method'] == method.name and 'accuracy' in p),
                            None)
   print(f'  test, {method.name}: {row["accuracy"]:.1%}', flush=True)
+  release_programs()
   return row
 
 
@@ -296,6 +307,7 @@ def transfer_rows(config, task, chosen: Sequence[tuple[int, Method]], target, dr
       decoded = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
                        config.seed + i, 1, mesh, pad, config.table.continuous)
       rows.append(_row(method, decoded, family_task.score(decoded['completions'], problems)))
+    release_programs()
     for row in rows:
       row['gained'], row['lost'], row['mcnemar_p'] = mcnemar(row['correct'], rows[0]['correct'])
     print(f'  transfer to {family}: ' + ', '.join(f'{r["method"]} {r["accuracy"]:.1%}/{r["tokens_per_target_call"]:.2f}'
