@@ -30,11 +30,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       num_examples=32 if smoke else 500,  # Test problems, read once by the final table.
       validation_examples=16 if smoke else 300,  # Validation problems: every sweep and the checkpoint choice.
       batch_size=32 if smoke else 125,  # Rows per decode call for accuracy.
-      # Accuracy passes (checkpoint choice, sweeps, test rows, transfer) decode all problems of a pass through
-      # batch_size rows, finished rows refilled (continuous batching: same tokens for deterministic rules, other
-      # random keys for sampling ones); False decodes consecutive chunks of batch_size rows (static batching).
-      # The wall-clock columns are timed with static batches either way (timing below).
-      continuous=True,
+      # True: the accuracy passes (checkpoint choice, sweeps, test rows, transfer) decode all problems of a pass
+      # through batch_size rows, finished rows refilled (continuous batching: the same tokens for deterministic
+      # rules, other random keys for sampling ones). It decodes faster (1.2-1.5x, experiments/table_batching.py)
+      # but compiles a larger loop (a prefill per refill size) per family and split, where static batches share
+      # one per family: on the 2-core CPU the embedded table stage took 19 min 24 s with it (2026-12-03) against
+      # 5 min 29 s without. Turn it on where decoding outweighs compiling (long answers, large models); the
+      # wall-clock columns are timed with static batches either way (timing below).
+      continuous=False,
       # Each method's candidate settings ({setting: values}; every combination is tried on validation).
       temperatures=(0.7,) if smoke else (0.3, 0.7, 1.0),  # Speculative sampling (rejection sampling).
       relaxed=dict(topk=dict(k=(2, 3) if smoke else (2, 3, 4)),

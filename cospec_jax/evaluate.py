@@ -20,9 +20,9 @@ labels CoSpec's warm start uses) over their thresholds, CoSpec over `lam` with t
 3. Transfer. When the data mix in a second family (tasks/arithmetic.py's `units`), target-only, SPD and CoSpec at
    the settings chosen above (the arbiter trained on arithmetic alone) on that family's test split.
 
-The accuracy passes (1-3) decode a split's problems through `table.batch_size` rows, finished rows refilled
-(`table.continuous`; decoding/continuous.py); the wall-clock columns are timed in static batches (`time_rows`), so
-a step is one batched target call for every row.
+The accuracy passes (1-3) decode a split's problems in chunks of `table.batch_size` rows, or, with
+`table.continuous`, all through that many rows with finished rows refilled (decoding/continuous.py); the wall-clock
+columns are timed in static batches either way (`time_rows`), so a step is one batched target call for every row.
 
 `run(config, workdir)` writes table.md, pareto.png (report.py) and then results.json (each atomically; results.json
 last: it is the stage's done marker), once everything has been measured, so a failing run leaves an earlier table

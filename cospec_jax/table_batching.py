@@ -1,15 +1,16 @@
 """Static against continuous batching where the table decodes, on a finished pipeline run's pair and arbiter.
 
-The table (evaluate.py) decodes its accuracy passes with continuous batching (`config.table.continuous`): all of
-a split's problems through `config.table.batch_size` rows in one call, a finished row refilled with the next waiting
-problem (decoding/continuous.py); static batching decodes consecutive chunks of that many rows. Which is faster
+The table (evaluate.py) decodes its accuracy passes in consecutive chunks of `config.table.batch_size` rows (static
+batching) or, with `config.table.continuous`, all of a split's problems through that many rows in one call, a
+finished row refilled with the next waiting problem (decoding/continuous.py). Which decodes faster
 depends on the workload (how far answer lengths spread) and on what a refill's prefill costs against a batched step,
 so this measures it on the table's own workload: target-only, greedy SPD and CoSpec (the table's arbiter
 checkpoint, at the smallest and largest lam of `config.table.lams`) over the validation problems, continuous
 batching at each of `refills` (most freed rows refilled after a step, in one prefill call; 0: all of them), each
 program compiled first and then timed in interleaved rounds (each figure its fastest round), and whether every mode
 gives the same completions and counts of tokens and target calls (it must, for these deterministic rules).
-Validation only: the test split is not read.
+Validation only: the test split is not read. Compiling is not timed here; it is what keeps the table on static
+batches by default (configs/reproduce_table.py).
 
   python experiments/table_batching.py --config=configs/pipeline.py --workdir=runs/pipeline
 """

@@ -83,7 +83,6 @@ def test_pipeline_smoke_runs_every_stage_and_resumes(tmp_path, monkeypatch, caps
     assert f'[pipeline] {stage}: done' in out, stage
   results = json.loads((workdir / 'table' / 'results.json').read_text())
   rows = {r['method']: r for r in results['rows']}
-  assert results['continuous']  # The accuracy passes refill finished rows (configs/reproduce_table.py).
   assert rows['spd greedy']['correct'] == rows['target-only']['correct']
   assert '| cospec lam=' in out  # The table is printed.
   assert (workdir / 'table' / 'pareto.png').stat().st_size > 0
