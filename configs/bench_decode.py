@@ -12,8 +12,8 @@ A real pair by path (Hugging Face checkpoint directories):
 Where one step's time goes (experiments/profile_step.py, about 3 minutes; 1 minute at batch 1 only):
   python experiments/profile_step.py --config=configs/bench_decode.py --workdir=runs/profile_step
 
-Runtime: 5 min 28 s on an idle 2-core CPU (2026-12-02, clean clone of 45bece3): the HF comparison, compiling each
-program, then 5 interleaved rounds, the batch-8 refilled streams of 32 prompts the longest; smoke ~30 s.
+Runtime: 8 min 48 s on an idle 2-core CPU (2026-12-03, clean clone of 717d939): the HF comparison, compiling each
+program, then 5 interleaved rounds, the batch-8 refilled streams of 128 prompts the longest; smoke ~30 s.
 Reproduces: issue "Core" bars: efficiency against the ideal speedup tau / (1 + gamma * c), and tokens/s against
 HF assisted generation at batch 1, for a target ~115x the draft's parameters.
 """
@@ -47,8 +47,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   bench.hf_compare = True  # At batch 1, also time HF target-only and assisted generation (needs torch).
   # At batch > 1, also decode a stream of this many prompts per row with finished rows refilled (continuous
   # batching) with SPD: the "refilled" columns, against the static target-only rate (whose rows never idle). 0 skips.
-  # The stream's tail (its last prompts finishing while other rows idle) weighs 1 / (prompts per row): at 4 the
-  # counted cap was 87-89%, at 16 it is 97-98% (the `refilled cap` column); each prompt per row costs ~20 s.
+  # The stream's tail (its last prompts finishing while other rows idle) weighs about 1 / (prompts per row): at 16
+  # the counted cap (the `refilled cap` column) is 96-97%; each prompt per row adds ~20 s to the run.
   bench.stream_prompts_per_row = 2 if smoke else 16
   bench.profile_batch_sizes = (1,) if smoke else (1, 8)  # experiments/profile_step.py: rows of the profiled step.
   bench.profile_gammas = (2,) if smoke else (4,)  # experiments/profile_step.py: its gammas.
