@@ -159,12 +159,14 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
   return run_pass
 
 
-def release_programs() -> None:
-  """Drops every compiled program. The table compiles one decode loop per family (its settings are traced, so a
-  family's points share it) and uses it no more once the family is done; kept alive, the programs of a whole table
-  (each continuous loop holding a prefill per refill size) ran the process into a crash of XLA's CPU compiler
-  (SIGSEGV, compiling a test row, 2026-12-03) where that row alone compiles."""
-  jax.clear_caches()
+def release_programs(config) -> None:
+  """With `table.continuous`, drops every compiled program once a family is done with a split. Its continuous loops
+  (one per split, the number of prompts being part of the shape, each holding a prefill per refill size) are used no
+  more, and kept alive, the loops of a whole table ran the process into a crash of XLA's CPU compiler (SIGSEGV,
+  compiling a test row, 2026-12-03) where that row alone compiles. Static passes keep theirs: a family's one program
+  serves the checkpoint choice, its validation sweep, its test row and the transfer (the same shape)."""
+  if config.table.continuous:
+    jax.clear_caches()
 
 
 def decode(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
@@ -175,6 +177,13 @@ def decode(method: Method, target, draft, prompts, batch_size: int, settings: De
                            continuous)
   passes = [run_pass() for _ in range(repeats)]
   return dict(passes[0], seconds=min(p['seconds'] for p in passes))
+
+
+def table_decode(config, method: Method, target, draft, prompts, settings: DecodeSettings, seed: int, mesh,
+                 pad_to: int) -> dict:
+  """One accuracy pass of the table: `decode` once at the table's batch size and gamma, static or continuous."""
+  return decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma, seed, 1, mesh,
+                pad_to, config.table.continuous)
 
 
 def interleaved_rounds(passes: Sequence, rounds: int) -> tuple[list[float], list[dict]]:
@@ -239,14 +248,13 @@ def choose_arbiter_step(config, target, draft, task, problems, prompts, settings
   for step in steps:
     params = arbiter.restore_state(config, config.arbiter_workdir, step).params
     method = Method(f'cospec step {step}', rule=CoSpec(Exact(), policy), rule_params={'policy': params, 'lam': 0.0})
-    out = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma, config.seed, 1,
-                 mesh, pad_to, config.table.continuous)
+    out = table_decode(config, method, target, draft, prompts, settings, config.seed, mesh, pad_to)
     correct = task.score(out['completions'], problems)
     points.append({'step': step, 'accuracy': float(correct.mean()),
                    'tokens_per_target_call': out['generated'] / max(out['target_calls'], 1)})
     print(f'  validation, arbiter step {step}: {correct.mean():.1%}, {points[-1]["tokens_per_target_call"]:.2f} '
           'tokens/call', flush=True)
-  release_programs()
+  release_programs(config)
   return points[selection.choose_step(points)]['step'], points
 
 
@@ -258,12 +266,11 @@ def sweep(config, points: Sequence[Method], seed_offset: int, target, draft, tas
     return [{'method': m.name, 'setting': m.setting} for m in points]
   out_points = []
   for method in points:
-    out = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
-                 config.seed + seed_offset, 1, mesh, pad_to, config.table.continuous)
+    out = table_decode(config, method, target, draft, prompts, settings, config.seed + seed_offset, mesh, pad_to)
     out_points.append(_summary(_row(method, out, task.score(out['completions'], validation))))
   print(f'  validation, {points[0].family or points[0].name}: ' + ', '.join(
       f'{p["method"]} {p["accuracy"]:.1%}/{p["tokens_per_target_call"]:.2f}' for p in out_points), flush=True)
-  release_programs()
+  release_programs(config)
   return out_points
 
 
@@ -271,13 +278,12 @@ def test_row(config, method: Method, seed_offset: int, target, draft, task, test
              sweeps: dict) -> dict:
   """`method` on the test split: accuracy and tokens per call, with the validation figures that chose it (its
   wall-clock columns come from `time_rows`)."""
-  full = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
-                config.seed + seed_offset, 1, mesh, pad_to, config.table.continuous)
+  full = table_decode(config, method, target, draft, prompts, settings, config.seed + seed_offset, mesh, pad_to)
   row = _row(method, full, task.score(full['completions'], test))
   row['validation'] = next((p for p in sweeps.get(row['family'], []) if p['method'] == method.name and 'accuracy' in p),
                            None)
   print(f'  test, {method.name}: {row["accuracy"]:.1%}', flush=True)
-  release_programs()
+  release_programs(config)
   return row
 
 
@@ -304,10 +310,9 @@ def transfer_rows(config, task, chosen: Sequence[tuple[int, Method]], target, dr
     for i, method in chosen:
       if (method.family or method.name) not in TRANSFER_FAMILIES:
         continue
-      decoded = decode(method, target, draft, prompts, config.table.batch_size, settings, config.rl.gamma,
-                       config.seed + i, 1, mesh, pad, config.table.continuous)
+      decoded = table_decode(config, method, target, draft, prompts, settings, config.seed + i, mesh, pad)
       rows.append(_row(method, decoded, family_task.score(decoded['completions'], problems)))
-    release_programs()
+    release_programs(config)
     for row in rows:
       row['gained'], row['lost'], row['mcnemar_p'] = mcnemar(row['correct'], rows[0]['correct'])
     print(f'  transfer to {family}: ' + ', '.join(f'{r["method"]} {r["accuracy"]:.1%}/{r["tokens_per_target_call"]:.2f}'
