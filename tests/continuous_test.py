@@ -230,6 +230,35 @@ def test_refills_on_a_data_split_mesh_gather_no_cache(pair):
   assert not caches, caches
 
 
+@pytest.mark.parametrize('decoder_kind', ['spd', 'target_only'])
+def test_refills_copy_no_cache(pair, decoder_kind):
+  """A refill writes its rows into the caches in place. With the refill sizes as branches of one switch (each
+  writing the caches), XLA copied every cache whole inside the loop, twice per refill (before the write and after
+  the switch: 10 copies per cache leaf in this loop); with one conditional per size, each writing or passing the
+  state through, the compiled loop copies a cache only where it is made, before the loop."""
+  import re
+  tc, tp, dc, dp = pair
+  settings = DecodeSettings(max_new_tokens=8, refills_per_step=4)  # Sizes 1, 2, 4: no refill reads all 8 rows.
+  tokens, lengths = helpers.pad([[3, 4, 5]] * 16)
+  rng = jax.random.PRNGKey(0)
+  if decoder_kind == 'spd':
+    decoder = SpeculativeDecoder(tc, dc, Exact(), 3, settings)
+    lowered = SpeculativeDecoder.continuous.lower(decoder, tp, dp, tokens, lengths, rng, rows=8)
+  else:
+    decoder = AutoregressiveDecoder(tc, settings=settings)
+    lowered = AutoregressiveDecoder.continuous.lower(decoder, tp, tokens, lengths, rng, rows=8)
+  computation, copies = None, {}
+  for line in lowered.compile().as_text().splitlines():
+    if line and not line.startswith(' '):  # A computation's header: `%name (...` or `ENTRY %name (...`.
+      computation = line.split()[1] if line.startswith('ENTRY') else line.split()[0]
+    cache = re.search(r'= f32\[(\d+),8,(\d+),(\d+),(\d+)\]\{[\d,]*\} copy\(', line)  # [Y, B, S, C, H], every row.
+    if cache:
+      copies[computation] = copies.get(computation, 0) + 1
+  entry = [c for c in copies if c.startswith('%main')]
+  assert entry, copies  # The caches are made (and copied) before the loop: the pattern reads them.
+  assert set(copies) == set(entry), copies
+
+
 @pytest.mark.parametrize('shape', [(4, 1), (2, 4)])
 def test_sharded_continuous_equals_one_device(pair, workload, shape):
   """Rows over `data`, weights and caches over `model`: the refilled loop gives the one-device tokens and stats."""

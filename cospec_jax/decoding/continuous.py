@@ -149,7 +149,11 @@ def loop(state: DecodeState, queue: Queue, step: Callable[[DecodeState], DecodeS
     queue = jax.lax.cond(finished, harvest, lambda state, queue: queue, state, queue)
     wanted = jnp.minimum(jnp.sum(queue.free_B), N - queue.next_prompt)  # Rows to refill now (0: nothing to do).
     size = jnp.searchsorted(jnp.asarray(sizes), jnp.minimum(wanted, sizes[-1]))  # The smallest that holds them.
-    return jax.lax.cond(wanted > 0, lambda sq: jax.lax.switch(size, branches, sq), lambda sq: sq, (state, queue))
+    # One cond per size, each either refilling or passing the state through, at most one of them taken: a switch
+    # (or any conditional) with two branches that write the caches makes XLA copy every cache whole on each refill.
+    for i, branch in enumerate(branches):
+      state, queue = jax.lax.cond((wanted > 0) & (size == i), branch, lambda sq: sq, (state, queue))
+    return state, queue
 
   _, queue = jax.lax.while_loop(lambda carry: jnp.any(~carry[0].done_B), body, (state, queue))
   return queue.out
