@@ -6,7 +6,8 @@ Run:
 Smoke (seconds; used by the tests):
   python experiments/bench_throughput.py --config=configs/bench_throughput.py:smoke --workdir=/tmp/throughput_smoke
 
-Runtime: about 5 minutes on an idle 2-core CPU (most of it static batching at batch 32); smoke ~30 s.
+Runtime: about 3-5 minutes on an idle 2-core CPU (193 s from a clean clone of 0cb97af; most of it static batching at
+batch 32); smoke ~30 s.
 Reproduces: issue 18's throughput bar (continuous at least 1.5x static for SPD at batch 32). The pair is the decode
 benchmark's draft (configs/bench_decode.py) with a smaller random target (~19M parameters) sharing its bigram
 backbone, so a run fits in minutes on a CPU; see cospec_jax/throughput_benchmark.py for what is timed.
