@@ -136,8 +136,8 @@ def loop(state: DecodeState, queue: Queue, step: Callable[[DecodeState], DecodeS
          pad_id: int, refills_per_step: int = 0) -> Generation:
   """Decodes until every prompt is done: after each step, harvests finished rows and refills the free rows while
   prompts wait (up to `refills_per_step`, 0 for all; the rest on the next step), in one prefill call of the
-  smallest size in `refill_sizes` that holds them (each skipped, one predicate, when there is nothing to do).
-  Returns the results in prompt order."""
+  smallest size in `refill_sizes` that holds them (a step with nothing to do pays a predicate for the harvest and
+  one per size). Returns the results in prompt order."""
   N = queue.tokens_NxP.shape[0]
   sizes = refill_sizes(state.tokens_BxT.shape[0], refills_per_step)
   branches = [lambda sq, k=k: refill(*sq, prefill, pad_id, k) for k in sizes]
