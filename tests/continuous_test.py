@@ -234,8 +234,9 @@ def test_refills_on_a_data_split_mesh_gather_no_cache(pair):
 def test_refills_copy_no_cache(pair, decoder_kind):
   """A refill writes its rows into the caches in place. With the refill sizes as branches of one switch (each
   writing the caches), XLA copied every cache whole inside the loop, twice per refill (before the write and after
-  the switch: 10 copies per cache leaf in this loop); with one conditional per size, each writing or passing the
-  state through, the compiled loop copies a cache only where it is made, before the loop."""
+  the switch; in this loop's text 4 copies per cache leaf, one in each size's branch and one after the switch); with
+  one conditional per size, each writing or passing the state through, the compiled loop copies a cache only where
+  it is made, before the loop."""
   import re
   tc, tp, dc, dp = pair
   settings = DecodeSettings(max_new_tokens=8, refills_per_step=4)  # Sizes 1, 2, 4: no refill reads all 8 rows.
