@@ -51,6 +51,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # The stream's tail (its last prompts finishing while other rows idle) weighs about 1 / (prompts per row): at 16
   # the counted cap (the `refilled cap` column) is 96-97%; each prompt per row adds ~20 s to the run.
   bench.stream_prompts_per_row = 2 if smoke else 16
+  # The streams' waiting prompts prefilled a batch at a time ahead of need and copied into the rows as they free
+  # (DecodeSettings.prefill_ahead = the batch size); False: each step's freed rows prefilled in place, alone.
+  bench.stream_prefill_ahead = True
   bench.profile_batch_sizes = (1,) if smoke else (1, 8)  # experiments/profile_step.py: rows of the profiled step.
   bench.profile_gammas = (2,) if smoke else (4,)  # experiments/profile_step.py: its gammas.
 

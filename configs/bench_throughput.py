@@ -30,6 +30,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   bench.backbone_std = 1.0  # Config-built pair: init std of the shared embedding/head (decode_benchmark.py).
   bench.batch_sizes = (4,) if smoke else (8, 32)  # Rows decoded together; each must divide n_prompts.
   bench.gamma = 4  # Draft tokens per target call (SPD).
+  # Continuous: waiting prompts prefilled B at a time ahead of need and copied into the rows as they free
+  # (DecodeSettings.prefill_ahead = the batch size); False: each step's freed rows prefilled in place, alone.
+  bench.prefill_ahead = True
   bench.max_new_tokens = 16 if smoke else 192  # The longest answer (budgets are clipped to it).
   bench.workload = ml_collections.ConfigDict(dict(
       n_prompts=8 if smoke else 256,  # Prompts in the workload.

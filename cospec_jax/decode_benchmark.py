@@ -18,6 +18,7 @@ nothing about model quality.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -243,12 +244,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # baseline.
     streamed = batch_size > 1 and cfg.get('stream_prompts_per_row', 0)
     stream = _stream(batch_size * cfg.stream_prompts_per_row, cfg, tc.vocab_size, mesh) if streamed else None
+    stream_settings = dataclasses.replace(settings, prefill_ahead=batch_size if cfg.stream_prefill_ahead else 0)
     for gamma in cfg.gammas:
       spd = SpeculativeDecoder(tc, dc, Exact(), gamma, settings, mesh=mesh)
       fns[f'spd_{gamma}'] = functools.partial(spd, tp, dp, tokens, lengths, rng)
       fns[f'verify_{gamma}'] = call_loop(tc, tp, batch_size, gamma + 1, cache_length, n_calls)
       if streamed:
-        fns[f'stream_{gamma}'], warmups[f'stream_{gamma}'] = _stream_call(spd, (tp, dp), stream, batch_size, rng)
+        streaming = SpeculativeDecoder(tc, dc, Exact(), gamma, stream_settings, mesh=mesh)
+        fns[f'stream_{gamma}'], warmups[f'stream_{gamma}'] = _stream_call(streaming, (tp, dp), stream, batch_size, rng)
     seconds, outs = time_interleaved(fns, cfg.repeats, warmups)
     n_tokens = int(jnp.sum(outs['target'].stats.generated_B))
     t_target = seconds['target']
@@ -279,7 +282,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         row['speedup_stream'] = row['spd_stream_tokens_per_s'] / row['target_tokens_per_s']
         row['efficiency_stream_measured_verify'] = float(row['speedup_stream'] / (tau_stream / (v + gamma * c)))
         # The refilled loop's schedule (continuous.schedule_steps): it steps until the stream's last prompt is done.
-        steps = continuous.schedule_steps(sst.target_calls_B, batch_size, settings.refills_per_step)['continuous']
+        steps = continuous.schedule_steps(sst.target_calls_B, batch_size, stream_settings.refills_per_step,
+                                          stream_settings.prefill_ahead)['continuous']
         row['stream_schedule_cap'] = float(sst.target_calls_B.sum() / (batch_size * steps))
       if batch_size == 1 and hf is not None:
         row['hf_target_only_tokens_per_s'] = hf['target_only']

@@ -200,14 +200,22 @@ def cache_spec(cache_heads: int, mesh: Mesh) -> PartitionSpec:
   return PartitionSpec(None, DATA, None, MODEL if cache_heads % mesh.shape[MODEL] == 0 else None, None)
 
 
-def constrain_cache(cache: Any, mesh: Optional[Mesh]) -> Any:
-  """Inside jit: KV caches [Y, B, S, C, H] split over `data` by row and over `model` by cache head (when the heads
-  divide evenly; `for_mesh` repeats kv heads so that they do)."""
+def rows_cache_spec(cache_heads: int, mesh: Mesh) -> PartitionSpec:
+  """A few rows of a KV cache held whole on every `data` shard (a refill's rows, prompts prefilled ahead), heads split
+  as the cache's."""
+  return PartitionSpec(None, None, *cache_spec(cache_heads, mesh)[2:])
+
+
+def constrain_cache(cache: Any, mesh: Optional[Mesh], rows_on_every_shard: bool = False) -> Any:
+  """Inside jit: KV caches [Y, B, S, C, H] split over `data` by row (or, with `rows_on_every_shard`, every row on
+  every data shard: `rows_cache_spec`) and over `model` by cache head (when the heads divide evenly; `for_mesh`
+  repeats kv heads so that they do)."""
   if mesh is None or cache is None:
     return cache
+  spec = rows_cache_spec if rows_on_every_shard else cache_spec
 
   def constrain(x_YxBxSxCxH):
-    return jax.lax.with_sharding_constraint(x_YxBxSxCxH, NamedSharding(mesh, cache_spec(x_YxBxSxCxH.shape[3], mesh)))
+    return jax.lax.with_sharding_constraint(x_YxBxSxCxH, NamedSharding(mesh, spec(x_YxBxSxCxH.shape[3], mesh)))
 
   return jax.tree_util.tree_map(constrain, cache)
 

@@ -17,6 +17,7 @@ they must be identical (`identical` in the JSON).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -90,9 +91,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rows = []
   for batch_size in cfg.batch_sizes:
     chunk_max = budgets_N.reshape(-1, batch_size).max(1)
-    for name, decoder, params in (('target', AutoregressiveDecoder(tc, settings=settings), (tp,)),
-                                  (f'SPD gamma={cfg.gamma}', SpeculativeDecoder(tc, dc, Exact(), cfg.gamma, settings),
-                                   (tp, dp))):
+    # Prefilling ahead changes only the continuous loop (the stage of B rows), never a static call.
+    batch_settings = dataclasses.replace(settings, prefill_ahead=batch_size if cfg.prefill_ahead else 0)
+    for name, decoder, params in (('target', AutoregressiveDecoder(tc, settings=batch_settings), (tp,)),
+                                  (f'SPD gamma={cfg.gamma}',
+                                   SpeculativeDecoder(tc, dc, Exact(), cfg.gamma, batch_settings), (tp, dp))):
       m = measure(decoder, params, tokens_NxP, lengths_N, budgets_N, batch_size)
       (t_static, static), (t_cont, cont) = m['static'], m['continuous']
       identical = all(np.array_equal(a, b) for a, b in zip(static, cont))

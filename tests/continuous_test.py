@@ -120,6 +120,25 @@ def test_rows_refilled_one_by_one_or_together_agree(pair, workload, refills_per_
   _check_same(cont, _static(spd, (tp, dp), prompts, budgets))
 
 
+@pytest.mark.parametrize('kind,prefill_ahead,prefill_chunk', [('spd', 3, 4), ('spd', ROWS, 256),
+                                                                ('target_only', 2 * ROWS, 256)])
+def test_prompts_prefilled_ahead_equal_static(pair, workload, kind, prefill_ahead, prefill_chunk):
+  """Prompts prefilled ahead into a stage and copied into the freed rows give static batching's tokens and
+  statistics. Every row frees after the first step (budget 1): with a stage of 3 < 4 rows, three rows take staged
+  prompts and the fourth waits a step, then finds the stage empty and restages; with 8 > 4 rows, one restage serves
+  several steps."""
+  tc, tp, dc, dp = pair
+  prompts, budgets, settings = workload
+  budgets = np.concatenate([np.ones(ROWS, np.int32), budgets[ROWS:]])
+  settings = dataclasses.replace(settings, prefill_ahead=prefill_ahead, prefill_chunk=prefill_chunk)
+  if kind == 'spd':
+    decoder, params = SpeculativeDecoder(tc, dc, Exact(), 2, settings), (tp, dp)
+  else:
+    decoder, params = AutoregressiveDecoder(tc, settings=settings), (tp,)
+  cont = decoder.generate_continuous(*params, prompts, ROWS, max_new=budgets, buckets=None)
+  _check_same(cont, _static(decoder, params, prompts, budgets))
+
+
 def test_workload_makes_rows_finish_at_different_steps(pair, workload):
   """Guards the tests below: rows end by EOS and by budget, at many lengths, and prompts outnumber rows."""
   tc, tp, _, _ = pair
@@ -209,17 +228,20 @@ def test_too_few_prompts_for_the_compiled_call_is_named(pair):
     AutoregressiveDecoder(tc).continuous(tp, tokens, lengths, jax.random.PRNGKey(0), rows=4)
 
 
-def test_refills_on_a_data_split_mesh_gather_no_cache(pair):
+@pytest.mark.parametrize('prefill_ahead', [0, 8])
+def test_refills_on_a_data_split_mesh_gather_no_cache(pair, prefill_ahead):
   """Rows over `data`: a refill writes each row into the device that holds it. Written as one array, a row at a
   traced index made XLA all-gather both models' whole caches onto every device for every refill (60 such
-  all-gathers in this loop); the compiled loop now holds none of a cache's shape."""
+  all-gathers in this loop); the compiled loop now holds none of a cache's shape (nor, prefilling ahead, the
+  stage's: it is held on every data shard, as the refills read it)."""
   import re
   from cospec_jax import sharding
   from cospec_jax.decoding import prompts as prompts_lib
   tc, tp, dc, dp = pair
   mesh = sharding.make_mesh(4, 2, devices=jax.devices('cpu'))
   stp, sdp = (sharding.shard_params(p, sharding.LLAMA_RULES, mesh) for p in (tp, dp))
-  decoder = SpeculativeDecoder(tc, dc, Exact(), 3, DecodeSettings(max_new_tokens=8), mesh=mesh)
+  decoder = SpeculativeDecoder(tc, dc, Exact(), 3, DecodeSettings(max_new_tokens=8, prefill_ahead=prefill_ahead),
+                               mesh=mesh)
   tokens, lengths = prompts_lib.place(mesh, (), None, prompts_lib.pad_prompts([[3, 4, 5]] * 16, 0, buckets=None))[2]
   rng = prompts_lib.place(mesh, (), jax.random.PRNGKey(0))[1]
   hlo = SpeculativeDecoder.continuous.lower(decoder, stp, sdp, tokens, lengths, rng, rows=8).compile().as_text()
@@ -230,16 +252,18 @@ def test_refills_on_a_data_split_mesh_gather_no_cache(pair):
   assert not caches, caches
 
 
-@pytest.mark.parametrize('decoder_kind', ['spd', 'target_only'])
-def test_refills_copy_no_cache(pair, decoder_kind):
+@pytest.mark.parametrize('decoder_kind,prefill_ahead', [('spd', 0), ('target_only', 0), ('spd', 8)])
+def test_refills_copy_no_cache(pair, decoder_kind, prefill_ahead):
   """A refill writes its rows into the caches in place. With the refill sizes as branches of one switch (each
   writing the caches), XLA copied every cache whole inside the loop, twice per refill (before the write and after
   the switch; in this loop's text 4 copies per cache leaf, one in each size's branch and one after the switch); with
   one conditional per size, each writing or passing the state through, the compiled loop copies a cache only where
-  it is made, before the loop."""
+  it is made, before the loop. Prefilling ahead, the stage (8 rows too, so the pattern reads its copies as well) is
+  refilled in a conditional of its own and read by the refills, and neither it nor the caches are copied."""
   import re
   tc, tp, dc, dp = pair
-  settings = DecodeSettings(max_new_tokens=8, refills_per_step=4)  # Sizes 1, 2, 4: no refill reads all 8 rows.
+  # Sizes 1, 2, 4: no refill reads all 8 rows.
+  settings = DecodeSettings(max_new_tokens=8, refills_per_step=4, prefill_ahead=prefill_ahead)
   tokens, lengths = helpers.pad([[3, 4, 5]] * 16)
   rng = jax.random.PRNGKey(0)
   if decoder_kind == 'spd':
@@ -260,12 +284,14 @@ def test_refills_copy_no_cache(pair, decoder_kind):
   assert set(copies) == set(entry), copies
 
 
-@pytest.mark.parametrize('shape', [(4, 1), (2, 4)])
-def test_sharded_continuous_equals_one_device(pair, workload, shape):
-  """Rows over `data`, weights and caches over `model`: the refilled loop gives the one-device tokens and stats."""
+@pytest.mark.parametrize('shape,prefill_ahead', [((4, 1), 0), ((2, 4), 0), ((2, 4), 3)])
+def test_sharded_continuous_equals_one_device(pair, workload, shape, prefill_ahead):
+  """Rows over `data`, weights and caches over `model`: the refilled loop gives the one-device tokens and stats,
+  also with prompts prefilled ahead (the stage on every data shard, each device copying into the rows it holds)."""
   from cospec_jax import sharding
   tc, tp, dc, dp = pair
   prompts, budgets, settings = workload
+  settings = dataclasses.replace(settings, prefill_ahead=prefill_ahead)
   want = SpeculativeDecoder(tc, dc, Exact(), 3, settings).generate_continuous(tp, dp, prompts, ROWS, max_new=budgets,
                                                                              buckets=None)
   mesh = sharding.make_mesh(*shape, devices=jax.devices('cpu'))

@@ -124,6 +124,12 @@ def test_gamma_below_one(gamma):
     SpeculativeDecoder(config, config, Exact(), gamma)
 
 
+@pytest.mark.parametrize('field', ['max_new_tokens', 'prefill_chunk', 'refills_per_step', 'prefill_ahead'])
+def test_bad_decode_settings_are_named(field):
+  with pytest.raises(ValueError, match=f'{field}=-1'):
+    DecodeSettings(**{field: -1})
+
+
 def test_mismatched_vocabularies():
   target, draft = helpers.tiny_config(64), helpers.tiny_config(60)
   with pytest.raises(ValueError, match=r'Draft vocabulary \(60\) differs from the target\'s \(64\)'):

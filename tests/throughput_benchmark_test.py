@@ -39,6 +39,9 @@ def test_schedule_steps_counts_small_workloads_by_hand():
   # refills_per_step 0 (DecodeSettings' default): every freed row takes a prompt at once, both in one 2-row call.
   assert continuous.schedule_steps([5, 5, 5, 5], 2, 0) == dict(static=10, continuous=10, refills=2,
                                                                 refill_calls={2: 1})
+  # Prefilling ahead into a stage of one row caps the refills at one per step, as refills_per_step 1 does.
+  assert continuous.schedule_steps([5, 5, 5, 5], 2, 0, prefill_ahead=1) == dict(static=10, continuous=11, refills=2,
+                                                                                 refill_calls={1: 2})
   # Three rows free after step 2 and two prompts wait: both in one 2-row call, the third row stays empty, and the
   # 4-step prompt ends the stream.
   assert continuous.schedule_steps([2, 2, 2, 4, 1, 1], 4, 0) == dict(static=5, continuous=4, refills=2,

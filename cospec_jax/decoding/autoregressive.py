@@ -33,6 +33,12 @@ class DecodeSettings:
   # Continuous batching: most freed rows refilled after one step, in one prefill call (the rest on the next);
   # 0: every freed row.
   refills_per_step: int = 0
+  # Continuous batching: prompts prefilled ahead together, this many in one call into a cache of their own, each
+  # copied into the row that frees (at most this many rows refilled per step); 0: each step's freed rows prefilled in
+  # place, in one call of their own. Most refills free one row, and a one-row prefill call costs a quarter of an
+  # eight-row one on a CPU (13 against 52 ms, the decode benchmark's target), about as much where calls are bound by
+  # reading the weights (accelerators): ahead, the rows' prompts share calls. Costs a cache of this many rows.
+  prefill_ahead: int = 0
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -41,6 +47,8 @@ class DecodeSettings:
       raise ValueError(f'prefill_chunk={self.prefill_chunk} must be >= 0 (0 prefills the prompt in one call).')
     if self.refills_per_step < 0:
       raise ValueError(f'refills_per_step={self.refills_per_step} must be >= 0 (0 refills every freed row).')
+    if self.prefill_ahead < 0:
+      raise ValueError(f'prefill_ahead={self.prefill_ahead} must be >= 0 (0 prefills freed rows in place).')
     object.__setattr__(self, 'eos_ids', tuple(int(e) for e in self.eos_ids))
 
   @classmethod
@@ -81,62 +89,37 @@ def prefill_into(config: ModelConfig, params, cache, tokens_BxP: jax.Array, chun
   return cache
 
 
+def prefill_chunked(config: ModelConfig, params, cache, tokens_KxP: jax.Array, chunk: int = 0,
+                    lengths_K: Optional[jax.Array] = None):
+  """`prefill_into` for refills: with 0 < `chunk` < P and the prompts' `lengths_K` (traced) given, only the chunks
+  that hold the longest prompt are computed (ceil(max length / chunk) calls), not the bucket's padding. Returns the
+  cache (its rows' entries past each prompt are stale: decoding overwrites them before reading)."""
+  K, P = tokens_KxP.shape
+  if lengths_K is None or not 0 < chunk < P:
+    return prefill_into(config, params, cache, tokens_KxP, chunk)
+  n_chunks = -(-P // chunk)
+  padded_KxQ = jnp.pad(tokens_KxP, ((0, 0), (0, n_chunks * chunk - P)))
+
+  def call(i, cache):
+    start = i * chunk
+    positions_KxC = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (K, chunk))
+    _, _, cache = transformer.apply(config, params, jax.lax.dynamic_slice_in_dim(padded_KxQ, start, chunk, 1),
+                                    positions_KxC, cache)
+    return cache
+
+  return jax.lax.fori_loop(0, (jnp.max(lengths_K) + chunk - 1) // chunk, call, cache)
+
+
 def prefill_rows(config: ModelConfig, params, cache, rows_K: jax.Array, tokens_KxP: jax.Array, chunk: int = 0,
                  lengths_K: Optional[jax.Array] = None, mesh: Optional[Mesh] = None):
   """Prefills K rows (traced indices) of a batch's cache with new prompts, in one batched computation, leaving the
-  other rows as they are; returns the cache. Used to refill finished rows' slots (continuous batching): only those
-  rows are computed, and their slots past each new prompt keep stale entries that decoding overwrites before
-  reading. A row index outside the batch (e.g. B) marks an unused slot: it is computed on a copy of another row and
-  never written back.
-
-  With 0 < `chunk` < P and the prompts' `lengths_K` (traced) given, only the chunks that hold the longest prompt
-  are computed (ceil(max length / chunk) calls), not the bucket's padding.
-
-  With a `mesh` whose rows split over `data`, each device writes the rows it holds into its own block of the cache
-  (`jax.shard_map`): written as one array, a row at a traced index made XLA gather the whole cache onto every device
-  for each refill.
+  other rows as they are; returns the cache. Used to refill finished rows' slots in place (continuous batching): only
+  those rows are computed (`take_rows`, `prefill_chunked`, then `write_rows`), and their slots past each new prompt
+  keep stale entries that decoding overwrites before reading. A row index outside the batch (e.g. B) marks an unused
+  slot: it is computed on a copy of another row and never written back.
   """
-  B = jax.tree_util.tree_leaves(cache)[0].shape[1]
-  rows_cache = jax.tree_util.tree_map(lambda x: jnp.take(x, jnp.minimum(rows_K, B - 1), axis=1), cache)
-  K, P = tokens_KxP.shape
-  if lengths_K is None or not 0 < chunk < P:
-    rows_cache = prefill_into(config, params, rows_cache, tokens_KxP, chunk)
-  else:
-    n_chunks = -(-P // chunk)
-    padded_KxQ = jnp.pad(tokens_KxP, ((0, 0), (0, n_chunks * chunk - P)))
-
-    def call(i, rows_cache):
-      start = i * chunk
-      positions_KxC = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (K, chunk))
-      _, _, rows_cache = transformer.apply(config, params, jax.lax.dynamic_slice_in_dim(padded_KxQ, start, chunk, 1),
-                                           positions_KxC, rows_cache)
-      return rows_cache
-
-    rows_cache = jax.lax.fori_loop(0, (jnp.max(lengths_K) + chunk - 1) // chunk, call, rows_cache)
-
-  def write_back(x, r, local_K, keep_K):
-    """Slot j's row into x's row local_K[j] where keep_K[j], each an in-place update of one row (a scatter copied
-    the whole cache)."""
-    for j in range(K):
-      row = jnp.clip(local_K[j], 0, x.shape[1] - 1)
-      new = jnp.where(keep_K[j], r[:, j:j + 1].astype(x.dtype), jax.lax.dynamic_slice_in_dim(x, row, 1, axis=1))
-      x = jax.lax.dynamic_update_slice_in_dim(x, new, row, axis=1)
-    return x
-
-  if mesh is None or mesh.shape[sharding.DATA] == 1:
-    return jax.tree_util.tree_map(lambda x, r: write_back(x, r, rows_K, rows_K < B), cache, rows_cache)
-
-  def write_local(x, r):  # On one device: its block of B / data rows, and every slot's new row (heads as x's).
-    first = jax.lax.axis_index(sharding.DATA) * x.shape[1]
-    local_K = rows_K - first
-    return write_back(x, r, local_K, (local_K >= 0) & (local_K < x.shape[1]) & (rows_K < B))
-
-  def write_sharded(x, r):
-    spec = sharding.cache_spec(x.shape[3], mesh)
-    rows_spec = jax.sharding.PartitionSpec(None, None, *spec[2:])  # The K slots' rows: on every data shard.
-    return jax.shard_map(write_local, mesh=mesh, in_specs=(spec, rows_spec), out_specs=spec)(x, r)
-
-  return jax.tree_util.tree_map(write_sharded, cache, rows_cache)
+  rows_cache = prefill_chunked(config, params, continuous_lib.take_rows(cache, rows_K), tokens_KxP, chunk, lengths_K)
+  return continuous_lib.write_rows(cache, rows_K, rows_cache, mesh)
 
 
 def init_state(tokens_BxP: jax.Array, lengths_B: jax.Array, buffer_length: int, pad_id: int, target_cache,
@@ -221,14 +204,14 @@ class AutoregressiveDecoder:
     max_new_N = per_row_budget(max_new_N, N, self.settings.max_new_tokens)
     first = continuous_lib.first_rows
     state = self._init(params, first(tokens_NxP, rows), first(lengths_N, rows), rng, first(max_new_N, rows))
-    queue = continuous_lib.start(state, tokens_NxP, lengths_N, max_new_N, None)
+    s = self.settings
+    queue = continuous_lib.start(state, tokens_NxP, lengths_N, max_new_N, None, s.prefill_ahead, self.mesh)
 
-    def prefill(state, rows_K, tokens_KxP, lengths_K):
-      return state.replace(target_cache=prefill_rows(self.model, params, state.target_cache, rows_K, tokens_KxP,
-                                                     self.settings.prefill_chunk, lengths_K, self.mesh))
+    def prefill(caches, tokens_KxP, lengths_K):
+      return prefill_chunked(self.model, params, caches[0], tokens_KxP, s.prefill_chunk, lengths_K), None
 
-    return continuous_lib.loop(state, queue, functools.partial(self._step, params), prefill,
-                               self.settings.pad_id, self.settings.refills_per_step)
+    return continuous_lib.loop(state, queue, functools.partial(self._step, params), prefill, s.pad_id,
+                               s.refills_per_step, self.mesh)
 
   def generate(self, params, prompts: Sequence[Sequence[int]], rng: Optional[jax.Array] = None,
                buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS) -> Generation:

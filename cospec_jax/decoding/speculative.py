@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 from cospec_jax import sharding
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding import continuous as continuous_lib
-from cospec_jax.decoding.autoregressive import DecodeSettings, init_state, per_row_budget, prefill, prefill_rows
+from cospec_jax.decoding.autoregressive import DecodeSettings, init_state, per_row_budget, prefill, prefill_chunked
 from cospec_jax.decoding.rules import Block, Exact
 from cospec_jax.decoding import state as state_lib
 from cospec_jax.decoding.state import DecodeState, Generation, append_records, commit, gather_B
@@ -216,18 +216,15 @@ class SpeculativeDecoder:
     first = continuous_lib.first_rows
     state = self._init(target_params, draft_params, first(tokens_NxP, rows), first(lengths_N, rows), rng,
                        first(max_new_N, rows), rule_params, first(row_params, rows))
-    queue = continuous_lib.start(state, tokens_NxP, lengths_N, max_new_N, row_params)
-    chunk = self.settings.prefill_chunk
+    s = self.settings
+    queue = continuous_lib.start(state, tokens_NxP, lengths_N, max_new_N, row_params, s.prefill_ahead, self.mesh)
 
-    def prefill(state, rows_K, tokens_KxP, lengths_K):
-      return state.replace(
-          target_cache=prefill_rows(self.target, target_params, state.target_cache, rows_K, tokens_KxP, chunk,
-                                    lengths_K, self.mesh),
-          draft_cache=prefill_rows(self.draft, draft_params, state.draft_cache, rows_K, tokens_KxP, chunk, lengths_K,
-                                   self.mesh))
+    def prefill(caches, tokens_KxP, lengths_K):
+      return (prefill_chunked(self.target, target_params, caches[0], tokens_KxP, s.prefill_chunk, lengths_K),
+              prefill_chunked(self.draft, draft_params, caches[1], tokens_KxP, s.prefill_chunk, lengths_K))
 
     return continuous_lib.loop(state, queue, functools.partial(self._step, target_params, draft_params, rule_params),
-                               prefill, self.settings.pad_id, self.settings.refills_per_step)
+                               prefill, s.pad_id, s.refills_per_step, self.mesh)
 
   def generate(self, target_params, draft_params, prompts: Sequence[Sequence[int]],
                rng: Optional[jax.Array] = None,

@@ -60,6 +60,14 @@ class DecodeState:
   max_new_B: Any = None  # int32: each row's token budget.
   row_params: Any = None  # Per-row rule parameters ([B, ...] leaves) merged into rule_params; continuous mode only.
 
+  @property
+  def caches(self) -> tuple[Any, Any]:
+    """(target_cache, draft_cache): what a prefill writes."""
+    return self.target_cache, self.draft_cache
+
+  def with_caches(self, caches: tuple[Any, Any]) -> 'DecodeState':
+    return self.replace(target_cache=caches[0], draft_cache=caches[1])
+
   def constrain(self, mesh) -> 'DecodeState':
     """Inside jit: rows over the mesh's `data` axis, KV heads over `model` (no-op without a mesh)."""
     if mesh is None:
