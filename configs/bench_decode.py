@@ -12,7 +12,7 @@ A real pair by path (Hugging Face checkpoint directories):
 Where one step's time goes (experiments/profile_step.py, about 3 minutes; 1 minute at batch 1 only):
   python experiments/profile_step.py --config=configs/bench_decode.py --workdir=runs/profile_step
 
-Runtime: 8 min 48 s on an idle 2-core CPU (2026-12-03, clean clone of 717d939; 10 min 4 s from 0cb97af in a slower
+Runtime: 10 min 12 s on an idle 2-core CPU (2026-12-03, clean clone of 57c2014; 8 min 48 s from 717d939 in a faster
 hour): the HF comparison, compiling each program, then 5 interleaved rounds, the batch-8 refilled streams of 128
 prompts the longest; smoke ~30 s.
 Reproduces: issue "Core" bars: efficiency against the ideal speedup tau / (1 + gamma * c), and tokens/s against
