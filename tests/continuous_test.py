@@ -2,7 +2,6 @@
 per-prompt statistics, sources and decision records, in prompt order, while finished rows are refilled."""
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,8 @@ import pytest
 from cospec_jax.decoding import (ArbiterPolicy, AutoregressiveDecoder, CoSpec, DecodeSettings, Exact,
                                  RejectionSampling, Sampling, SpeculativeDecoder)
 from cospec_jax.decoding.cospec import init_policy
-from cospec_jax.decoding.autoregressive import prefill_into, prefill_rows
+from cospec_jax.decoding import continuous
+from cospec_jax.decoding.autoregressive import prefill_chunked, prefill_into
 from cospec_jax.decoding.relaxed import Oracle
 from cospec_jax.models import transformer
 from tests import helpers
@@ -82,10 +82,10 @@ def _check_same(cont, gens, records=False):
 
 
 @pytest.mark.parametrize('chunk', [0, 3])
-def test_prefill_rows_writes_its_rows_alone(pair, chunk):
-  """prefill_rows, the refill's one call for all its rows: the given rows (in any order) get their prompts' cache
-  entries, as a prefill of each prompt alone gives them; a row index past the batch is an unused slot that writes
-  nothing; every other row keeps its entries bit for bit."""
+def test_refill_prefill_writes_its_rows_alone(pair, chunk):
+  """The in-place refill's one call for all its rows (continuous.take_rows, prefill_chunked, continuous.write_rows):
+  the given rows (in any order) get their prompts' cache entries, as a prefill of each prompt alone gives them; a
+  row index past the batch is an unused slot that writes nothing; every other row keeps its entries bit for bit."""
   tc, tp, _, _ = pair
   B, S = 4, 16
   old_BxP, _ = helpers.pad(helpers.ragged_prompts(B, tc.vocab_size, seed=1))
@@ -93,8 +93,12 @@ def test_prefill_rows_writes_its_rows_alone(pair, chunk):
   new = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14], [3]]  # The third is the unused slot's.
   new_KxP, lengths_K = helpers.pad(new)
   rows_K = jnp.array([2, 0, B], jnp.int32)
-  out = jax.jit(functools.partial(prefill_rows, tc, chunk=chunk))(tp, cache, rows_K, new_KxP,
-                                                                   lengths_K=lengths_K.at[2].set(0))
+
+  def prefill_rows(params, cache, rows_K, tokens_KxP, lengths_K):
+    rows_cache = prefill_chunked(tc, params, continuous.take_rows(cache, rows_K), tokens_KxP, chunk, lengths_K)
+    return continuous.write_rows(cache, rows_K, rows_cache)
+
+  out = jax.jit(prefill_rows)(tp, cache, rows_K, new_KxP, lengths_K.at[2].set(0))
   for row in (1, 3):
     np.testing.assert_array_equal(out.k_YxBxSxCxH[:, row], cache.k_YxBxSxCxH[:, row])
     np.testing.assert_array_equal(out.v_YxBxSxCxH[:, row], cache.v_YxBxSxCxH[:, row])

@@ -110,18 +110,6 @@ def prefill_chunked(config: ModelConfig, params, cache, tokens_KxP: jax.Array, c
   return jax.lax.fori_loop(0, (jnp.max(lengths_K) + chunk - 1) // chunk, call, cache)
 
 
-def prefill_rows(config: ModelConfig, params, cache, rows_K: jax.Array, tokens_KxP: jax.Array, chunk: int = 0,
-                 lengths_K: Optional[jax.Array] = None, mesh: Optional[Mesh] = None):
-  """Prefills K rows (traced indices) of a batch's cache with new prompts, in one batched computation, leaving the
-  other rows as they are; returns the cache. Used to refill finished rows' slots in place (continuous batching): only
-  those rows are computed (`take_rows`, `prefill_chunked`, then `write_rows`), and their slots past each new prompt
-  keep stale entries that decoding overwrites before reading. A row index outside the batch (e.g. B) marks an unused
-  slot: it is computed on a copy of another row and never written back.
-  """
-  rows_cache = prefill_chunked(config, params, continuous_lib.take_rows(cache, rows_K), tokens_KxP, chunk, lengths_K)
-  return continuous_lib.write_rows(cache, rows_K, rows_cache, mesh)
-
-
 def init_state(tokens_BxP: jax.Array, lengths_B: jax.Array, buffer_length: int, pad_id: int, target_cache,
                draft_cache, rng: jax.Array, max_new_B: Optional[jax.Array] = None) -> DecodeState:
   B, P = tokens_BxP.shape

@@ -35,7 +35,7 @@ and of continuous batching (freed rows refilled after a step, up to DecodeSettin
 the step cell's step time + prefills: one P-token call on B rows per static chunk (and once to start continuous
 batching), and per refill call (a step's freed rows together, padded to the smallest of 1, 2, 4, ... rows that
 holds them: `schedule_steps` counts the calls of each size) one P-token call on those K rows, which every data
-shard computes whole, as XLA compiles `prefill_rows` on a data-split mesh (flops x K x data / B, bytes = weights +
+shard computes whole, as XLA compiles the refill's prefill on a data-split mesh (flops x K x data / B, bytes = weights +
 K x data / B of the cache). Projected, not run.
 """
 
@@ -278,7 +278,7 @@ def throughput_projection(checker: Checker, B: int, P: int) -> dict:
   refills_per_step = DecodeSettings().refills_per_step
   sizes = continuous.refill_sizes(B, refills_per_step)
   # Both models' P-token call on B rows, and a refill's on K rows: the K gathered rows are computed on every data
-  # shard (as XLA compiles prefill_rows on a data-split mesh), each device writing back the rows it holds.
+  # shard (as XLA compiles the refill's prefill on a data-split mesh), each device writing back the rows it holds.
   prefill = {'rows': 0.0, 'refill': {k: 0.0 for k in sizes}}
   for model in (checker.target, checker.draft):
     cost = checker.call_cost(model, P, B, S)
