@@ -46,7 +46,11 @@ def test_step_profile_times_every_part(tmp_path):
   ms = result['ms']
   parts = ['draft proposals (2 calls, catch-up included)', 'verify (3-token target call)', 'rule (Exact)', 'commit',
            'statistics', 'sources']
-  assert all(ms[k] > 0 for k in ms), ms
+  derived = ['whole loop per step, prefill excluded', 'sum of parts']
+  assert all(ms[k] > 0 for k in ms if k not in derived), ms  # Every part timed.
+  # A difference of two timings: its sign is the machine's noise (a busy CI run read -0.58 ms), so only its definition
+  # is checked, never a wall-clock figure.
+  assert ms[derived[0]] == ms['whole loop per step'] - ms['prefill of both models (once per call)'] / result['steps']
   assert ms['sum of parts'] == sum(ms[k] for k in parts)  # Catch-up and the one-body pair are not counted twice.
   assert result['batch'] == 1 and result['gamma'] == 2 and result['steps'] >= 1
   assert (tmp_path / 'profile_step.json').exists()
