@@ -128,18 +128,19 @@ def call_loop(config: ModelConfig, params, batch_size: int, n_tokens: int, cache
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], rounds: int,
-                     warmups: Optional[dict[str, Callable[[], Any]]] = None) -> tuple[dict[str, float], dict[str, Any]]:
+                     warmups: Optional[dict[str, Callable[[], Any]]] = None) -> tuple[dict[str, list], dict[str, Any]]:
   """Runs each fn (or its warmup) once to compile, then `rounds` rounds that each run every fn once, in order.
-  Returns ({name: fastest seconds}, {name: last result}): a slow spell of the machine falls on one round of every
-  program, not on all the repeats of whichever program it met (the table's `evaluate.time_rows` times alike)."""
+  Returns ({name: [seconds of each round]}, {name: last result}). Figures take each program's fastest round: a slow
+  spell of the machine falls on one round of every program, not on all the repeats of whichever program it met (the
+  table's `evaluate.time_rows` times alike); a ratio computed round by round shows the run's own spread."""
   warmups = warmups or {}
   outs = {name: jax.block_until_ready(warmups.get(name, fn)()) for name, fn in fns.items()}
-  seconds = {name: float('inf') for name in fns}
+  seconds = {name: [] for name in fns}
   for _ in range(rounds):
     for name, fn in fns.items():
       t0 = time.perf_counter()
       outs[name] = jax.block_until_ready(fn())
-      seconds[name] = min(seconds[name], time.perf_counter() - t0)
+      seconds[name].append(time.perf_counter() - t0)
   return seconds, outs
 
 
@@ -252,7 +253,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if streamed:
         streaming = SpeculativeDecoder(tc, dc, Exact(), gamma, stream_settings, mesh=mesh)
         fns[f'stream_{gamma}'], warmups[f'stream_{gamma}'] = _stream_call(streaming, (tp, dp), stream, batch_size, rng)
-    seconds, outs = time_interleaved(fns, cfg.repeats, warmups)
+    per_round, outs = time_interleaved(fns, cfg.repeats, warmups)
+    seconds = {name: min(s) for name, s in per_round.items()}
+    rounds_R = {name: np.asarray(s) for name, s in per_round.items()}
     n_tokens = int(jnp.sum(outs['target'].stats.generated_B))
     t_target = seconds['target']
     c = seconds['draft'] / t_target  # Both loops make one call per token: the ratio of their times is the cost ratio.
@@ -266,10 +269,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       v = seconds[f'verify_{gamma}'] / seconds['one_token']
       ideal_v = tau / (v + gamma * c)
       speedup = t_target / t_spd
+      # The same efficiency from each round's own timings alone (target, SPD, the call loops and the draft of one
+      # round): how far the run's figures move with the machine. Reported as (min, median, max) over the rounds.
+      v_R = rounds_R[f'verify_{gamma}'] / rounds_R['one_token']
+      cost_R = (v_R + gamma * rounds_R['draft'] / rounds_R['target']) / tau  # Per token, in target calls.
       row = dict(batch=batch_size, gamma=gamma, c=c, v=v, tau=float(tau),
                  target_tokens_per_s=n_tokens / t_target, spd_tokens_per_s=int(st.generated_B.sum()) / t_spd,
                  ideal_speedup=float(ideal), speedup=speedup, efficiency=float(speedup / ideal),
-                 ideal_speedup_measured_verify=float(ideal_v), efficiency_measured_verify=float(speedup / ideal_v))
+                 ideal_speedup_measured_verify=float(ideal_v), efficiency_measured_verify=float(speedup / ideal_v),
+                 efficiency_measured_verify_rounds=_spread(rounds_R['target'] / rounds_R[f'spd_{gamma}'] * cost_R))
       if batch_size > 1:
         # Counted, not timed: the most of the ideal a schedule allows however cheap the loop, the rows' target calls
         # over (rows x the loop's steps). A static batch steps until its slowest row is done.
@@ -281,6 +289,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         row['spd_stream_tokens_per_s'] = int(sst.generated_B.sum()) / seconds[f'stream_{gamma}']
         row['speedup_stream'] = row['spd_stream_tokens_per_s'] / row['target_tokens_per_s']
         row['efficiency_stream_measured_verify'] = float(row['speedup_stream'] / (tau_stream / (v + gamma * c)))
+        row['efficiency_stream_measured_verify_rounds'] = _spread(
+            sst.generated_B.sum() / n_tokens * rounds_R['target'] / rounds_R[f'stream_{gamma}'] * cost_R * tau / tau_stream)
         # The refilled loop's schedule (continuous.schedule_steps): it steps until the stream's last prompt is done.
         steps = continuous.schedule_steps(sst.target_calls_B, batch_size, stream_settings.refills_per_step,
                                           stream_settings.prefill_ahead)['continuous']
@@ -300,22 +310,33 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return result
 
 
+def _spread(x_R: np.ndarray) -> list:
+  """[min, median, max] of a figure computed round by round."""
+  return [float(np.min(x_R)), float(np.median(x_R)), float(np.max(x_R))]
+
+
 _COLUMNS = [('batch', 'B', '{:>3d}'), ('gamma', 'gamma', '{:>5d}'), ('c', 'c', '{:>6.3f}'), ('v', 'v', '{:>5.2f}'),
             ('tau', 'tau', '{:>5.2f}'), ('target_tokens_per_s', 'target tok/s', '{:>12.1f}'),
             ('spd_tokens_per_s', 'SPD tok/s', '{:>10.1f}'), ('speedup', 'speedup', '{:>7.2f}'),
             ('ideal_speedup', 'ideal', '{:>6.2f}'), ('efficiency', 'eff', '{:>5.0%}'),
             ('ideal_speedup_measured_verify', 'ideal(v)', '{:>8.2f}'), ('efficiency_measured_verify', 'eff(v)', '{:>6.0%}'),
+            ('efficiency_measured_verify_rounds', 'rounds', '{0[0]:>4.0%}-{0[2]:<4.0%}'),
             ('schedule_cap', 'cap', '{:>4.0%}'), ('spd_stream_tokens_per_s', 'refilled SPD tok/s', '{:>18.1f}'),
             ('efficiency_stream_measured_verify', 'refilled eff(v)', '{:>15.0%}'),
+            ('efficiency_stream_measured_verify_rounds', 'rounds', '{0[0]:>4.0%}-{0[2]:<4.0%}'),
             ('stream_schedule_cap', 'refilled cap', '{:>12.0%}'),
             ('hf_assisted_tokens_per_s', 'HF assisted tok/s', '{:>17.1f}'),
             ('ours_over_hf_assisted', 'ours/HF', '{:>7.1f}')]
 
 
 def _format_row(row: dict, header: bool) -> str:
-  cells = [fmt.format(row[k]) if k in row else ' ' * len(fmt.format(0)) for k, _, fmt in _COLUMNS]
+  cells = [fmt.format(row[k]) if k in row else ' ' * _width(fmt) for k, _, fmt in _COLUMNS]
   line = ' | '.join(cells)
   if not header:
     return line
-  names = ' | '.join(name.rjust(len(fmt.format(0))) for _, name, fmt in _COLUMNS)
+  names = ' | '.join(name.rjust(_width(fmt)) for _, name, fmt in _COLUMNS)
   return names + '\n' + '-' * len(names) + '\n' + line
+
+
+def _width(fmt: str) -> int:
+  return len(fmt.format([0.0] * 3 if '[' in fmt else 0))
