@@ -12,8 +12,8 @@ A real pair by path (Hugging Face checkpoint directories):
 Where one step's time goes (experiments/profile_step.py, about 3 minutes; 1 minute at batch 1 only):
   python experiments/profile_step.py --config=configs/bench_decode.py --workdir=runs/profile_step
 
-Runtime: 10 min 12 s on an idle 2-core CPU (2026-12-03, clean clone of 57c2014; 8 min 48 s from 717d939 in a faster
-hour): the HF comparison, compiling each program, then 5 interleaved rounds, the batch-8 refilled streams of 128
+Runtime: 9 min 13 s on an idle 2-core CPU (2026-12-03, clean clone of a007323; 8 min 48 s to 10 min 12 s in other
+runs): the HF comparison, compiling each program, then 5 interleaved rounds, the batch-8 refilled streams of 128
 prompts the longest; smoke ~30 s.
 Reproduces: issue "Core" bars: efficiency against the ideal speedup tau / (1 + gamma * c), and tokens/s against
 HF assisted generation at batch 1, for a target ~115x the draft's parameters.
@@ -43,7 +43,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   bench.prompt_length = 16  # Tokens per random prompt.
   bench.max_new_tokens = 16 if smoke else 128  # Tokens generated per row (no EOS: every row runs to this).
   # Timed rounds after the compile run; each round runs every program of a batch size once (target-only, draft-only,
-  # SPD and the call-cost loops per gamma, the refilled streams), and each figure is its program's fastest round.
+  # SPD and the call-cost loops per gamma, the refilled streams), and each figure is its program's fastest round;
+  # each efficiency is also computed round by round (the `rounds` columns: its spread within this run).
   bench.repeats = 1 if smoke else 5
   bench.hf_compare = True  # At batch 1, also time HF target-only and assisted generation (needs torch).
   # At batch > 1, also decode a stream of this many prompts per row with finished rows refilled (continuous
