@@ -269,15 +269,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       v = seconds[f'verify_{gamma}'] / seconds['one_token']
       ideal_v = tau / (v + gamma * c)
       speedup = t_target / t_spd
-      # The same efficiency from each round's own timings alone (target, SPD, the call loops and the draft of one
-      # round): how far the run's figures move with the machine. Reported as (min, median, max) over the rounds.
-      v_R = rounds_R[f'verify_{gamma}'] / rounds_R['one_token']
-      cost_R = (v_R + gamma * rounds_R['draft'] / rounds_R['target']) / tau  # Per token, in target calls.
+      # eff(v) from the fastest rounds, and from each round's own timings alone (target, SPD, the call loops and the
+      # draft of one round): how far the run's figures move with the machine, as (min, median, max) over the rounds.
       row = dict(batch=batch_size, gamma=gamma, c=c, v=v, tau=float(tau),
                  target_tokens_per_s=n_tokens / t_target, spd_tokens_per_s=int(st.generated_B.sum()) / t_spd,
                  ideal_speedup=float(ideal), speedup=speedup, efficiency=float(speedup / ideal),
-                 ideal_speedup_measured_verify=float(ideal_v), efficiency_measured_verify=float(speedup / ideal_v),
-                 efficiency_measured_verify_rounds=_spread(rounds_R['target'] / rounds_R[f'spd_{gamma}'] * cost_R))
+                 ideal_speedup_measured_verify=float(ideal_v),
+                 efficiency_measured_verify=float(_efficiency_v(seconds, gamma, tau, f'spd_{gamma}')),
+                 efficiency_measured_verify_rounds=_spread(_efficiency_v(rounds_R, gamma, tau, f'spd_{gamma}')))
       if batch_size > 1:
         # Counted, not timed: the most of the ideal a schedule allows however cheap the loop, the rows' target calls
         # over (rows x the loop's steps). A static batch steps until its slowest row is done.
@@ -288,9 +287,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         row['tau_stream'] = float(tau_stream)
         row['spd_stream_tokens_per_s'] = int(sst.generated_B.sum()) / seconds[f'stream_{gamma}']
         row['speedup_stream'] = row['spd_stream_tokens_per_s'] / row['target_tokens_per_s']
-        row['efficiency_stream_measured_verify'] = float(row['speedup_stream'] / (tau_stream / (v + gamma * c)))
-        row['efficiency_stream_measured_verify_rounds'] = _spread(
-            sst.generated_B.sum() / n_tokens * rounds_R['target'] / rounds_R[f'stream_{gamma}'] * cost_R * tau / tau_stream)
+        stream_args = (gamma, tau_stream, f'stream_{gamma}', sst.generated_B.sum() / n_tokens)
+        row['efficiency_stream_measured_verify'] = float(_efficiency_v(seconds, *stream_args))
+        row['efficiency_stream_measured_verify_rounds'] = _spread(_efficiency_v(rounds_R, *stream_args))
         # The refilled loop's schedule (continuous.schedule_steps): it steps until the stream's last prompt is done.
         steps = continuous.schedule_steps(sst.target_calls_B, batch_size, stream_settings.refills_per_step,
                                           stream_settings.prefill_ahead)['continuous']
@@ -308,6 +307,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   files.write_atomically(path, json.dumps(result, indent=2))
   print(f'wrote {path}')
   return result
+
+
+def _efficiency_v(seconds: dict, gamma: int, tau, decoded: str, tokens_ratio=1.0):
+  """Speedup of program `decoded` over target-only decoding (`tokens_ratio`: its tokens over target-only's) as a
+  fraction of the ideal tau / (v + gamma c). `seconds` by program: floats (the fastest rounds) or arrays (each
+  round's own, giving one efficiency per round)."""
+  v = seconds[f'verify_{gamma}'] / seconds['one_token']
+  c = seconds['draft'] / seconds['target']
+  return tokens_ratio * seconds['target'] / seconds[decoded] * (v + gamma * c) / tau
 
 
 def _spread(x_R: np.ndarray) -> list:

@@ -30,6 +30,10 @@ def test_checkpoint_pair_runs_in_bfloat16_on_a_mesh(tmp_path):
   (row,) = result['rows']
   assert 1.0 <= row['tau'] <= 3.0 and row['spd_tokens_per_s'] > 0
   assert row['spd_stream_tokens_per_s'] > 0 and row['efficiency_stream_measured_verify'] > 0  # Refilled rows too.
+  # eff(v) is the measured speedup over tau / (v + gamma c), for the refilled stream against its own tau.
+  v_cost = row['v'] + row['gamma'] * row['c']
+  assert np.isclose(row['efficiency_measured_verify'], row['speedup'] / row['ideal_speedup_measured_verify'])
+  assert np.isclose(row['efficiency_stream_measured_verify'], row['speedup_stream'] * v_cost / row['tau_stream'])
   # One round (smoke): the round-by-round efficiency is the fastest-round one, its min = median = max.
   for key in ('efficiency_measured_verify', 'efficiency_stream_measured_verify'):
     assert np.allclose(row[f'{key}_rounds'], row[key], rtol=1e-9), (key, row)
