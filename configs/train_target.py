@@ -53,7 +53,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       is_share=0.5,  # '18*3 is 54'.
       period_share=0.5,  # '18*3=54.'
       connectives='so,then,now',  # Words that may open a step...
-      connective_share=0.75,  # ...with this probability (none and each word equally likely).
+      connective_share=0.75,  # ...with this probability (none and each word equally likely),
+      capital_share=0.5,  # ...capitalised with this one ('So 54 times 2 is 108').
+      cross_share=0.5,  # 'x' for a written '*' ('18x3=54'). 0 and 0: the worded world of the previous round.
   ))
   # The transfer family: in the pair's training mixture; the arbiter is trained on arithmetic alone, and the table
   # reports it on this family's test problems. family='' for arithmetic alone.

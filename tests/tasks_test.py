@@ -38,9 +38,11 @@ def test_builder_is_deterministic_and_right(tmp_path):
         assert {'+': int.__add__, '-': int.__sub__, '*': int.__mul__}[op](int(a), int(b)) == int(c)
 
 
-WORDED = arithmetic.Wording(swap_share=0.5, words_share=0.5, is_share=0.5, period_share=0.5,
-                            connectives='so,then,now', connective_share=0.75)
-_STEP = re.compile(r'(?:(so|then|now) )?(-?\d+)(?:([-+*])|( plus | minus | times ))(-?\d+)(=| is )(-?\d+)(\.?)')
+_WORDED_BEFORE_CASE = dict(swap_share=0.5, words_share=0.5, is_share=0.5, period_share=0.5,
+                          connectives='so,then,now', connective_share=0.75)
+WORDED = arithmetic.Wording(**_WORDED_BEFORE_CASE, capital_share=0.5, cross_share=0.5)
+_STEP = re.compile(r'(?:(so|then|now|So|Then|Now) )?(-?\d+)(?:([-+*x])|( plus | minus | times ))(-?\d+)(=| is )(-?\d+)'
+                   r'(\.?)')
 
 
 def _checked_steps(solution: str) -> list[tuple]:
@@ -49,9 +51,10 @@ def _checked_steps(solution: str) -> list[tuple]:
   out = []
   for line in solution.splitlines()[:-1]:
     word, a, symbol, spelled, b, equals, c, period = _STEP.fullmatch(line).groups()
-    op = symbol or {' plus ': '+', ' minus ': '-', ' times ': '*'}[spelled]
+    op = {'x': '*'}.get(symbol, symbol) or {' plus ': '+', ' minus ': '-', ' times ': '*'}[spelled]
     assert {'+': int.__add__, '-': int.__sub__, '*': int.__mul__}[op](int(a), int(b)) == int(c), line
-    out.append((word, (spelled is not None, equals, period), int(a), op, int(b), int(c)))
+    out.append((word, (symbol if symbol in ('*', 'x') else spelled is not None, equals, period), int(a), op, int(b),
+                int(c)))
   return out
 
 
@@ -62,6 +65,16 @@ def test_terse_task_is_unchanged_by_the_wording_knobs():
   worded = arithmetic.make_problem(0, 'test', 0, wording=WORDED)
   terse = arithmetic.make_problem(0, 'test', 0)
   assert {k: v for k, v in worded.items() if k != 'solution'} == {k: v for k, v in terse.items() if k != 'solution'}
+
+
+def test_case_and_cross_knobs_off_leave_the_earlier_wording_unchanged():
+  """capital_share and cross_share draw only when on, so the worded world of earlier rounds (the previous pipeline's
+  data) is still one setting, problem for problem."""
+  before = arithmetic.Wording(**_WORDED_BEFORE_CASE)
+  assert arithmetic.make_problem(0, 'test', 0, wording=before)['solution'] == (
+      '5-44 is -39\nnow -39 minus 29 is -68\n#### -68')
+  assert arithmetic.make_problem(3, 'train', 7, wording=before)['solution'] == (
+      'now 2 times 39=78\n78 plus 27 is 105.\n105*4=420.\n420 plus 26=446.\n#### 446')
 
 
 @pytest.mark.parametrize('family', arithmetic.FAMILIES)
@@ -84,14 +97,17 @@ def test_every_wording_is_equivalent_and_each_variant_occurs(family):
       if a != value:  # Only + and * may swap, and then the last result is the second operand.
         assert op in '+*' and b == value, p['solution']
         seen.add('swapped')
-      seen.update({word, 'words' if spelled else 'symbols', equals, period})
+      seen.update({word, spelled if spelled in ('*', 'x') else 'words' if spelled else 'symbols', equals, period})
       value = result
-  assert {'so', 'then', 'now', None, 'words', 'symbols', 'swapped', '=', ' is ', '.', ''} <= seen, seen
+  assert {'so', 'then', 'now', 'So', 'Then', 'Now', None, 'words', 'symbols', '*', 'x', 'swapped', '=', ' is ', '.',
+          ''} <= seen, seen
 
 
 def test_wording_knobs_are_checked():
   with pytest.raises(ValueError, match='swap_share'):
     arithmetic.Wording(swap_share=1.5)
+  with pytest.raises(ValueError, match='cross_share'):
+    arithmetic.Wording(cross_share=-0.1)
   with pytest.raises(ValueError, match='needs connectives'):
     arithmetic.Wording(connective_share=0.5)
 

@@ -76,9 +76,14 @@ class Wording:
   period_share: float = 0.0  # Probability that a step ends with a period ('18*3=54.').
   connectives: str = ''  # Comma-separated words that may open a step, e.g. 'so,then'.
   connective_share: float = 0.0  # Probability that a step opens with one of them (chosen uniformly).
+  capital_share: float = 0.0  # Probability that an opening connective is capitalised ('So 54 times 2 is 108').
+  cross_share: float = 0.0  # Probability that a multiplication written as a symbol uses 'x' ('18x3=54').
+
+  _SHARES = ('swap_share', 'words_share', 'is_share', 'period_share', 'connective_share', 'capital_share',
+             'cross_share')
 
   def __post_init__(self):
-    for name in ('swap_share', 'words_share', 'is_share', 'period_share', 'connective_share'):
+    for name in self._SHARES:
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f'Wording({name}={getattr(self, name)}) must be a probability in [0, 1].')
     if self.connective_share > 0 and not self.words():
@@ -91,7 +96,7 @@ class Wording:
 
   @property
   def free(self) -> bool:
-    return bool(self.swap_share or self.words_share or self.is_share or self.period_share or self.connective_share)
+    return any(getattr(self, name) for name in self._SHARES)
 
 
 def _rng(seed: int, split: str, index: int, *stream: int) -> np.random.Generator:
@@ -169,6 +174,11 @@ def write_step(value: int, op: str, operand: int, result: int, wording: Wording 
   operation = f' {OPERATION_WORDS[op]} ' if rng.random() < wording.words_share else op
   equals = ' is ' if rng.random() < wording.is_share else '='
   period = '.' if rng.random() < wording.period_share else ''
+  # The later knobs draw only when on, so a wording without them renders exactly as before they existed.
+  if word and wording.capital_share and rng.random() < wording.capital_share:
+    word = word.capitalize()
+  if operation == '*' and wording.cross_share and rng.random() < wording.cross_share:
+    operation = 'x'
   return f'{word}{a}{operation}{b}{equals}{result}{period}'
 
 
