@@ -54,8 +54,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       period_share=0.5,  # '18*3=54.'
       connectives='so,then,now',  # Words that may open a step...
       connective_share=0.75,  # ...with this probability (none and each word equally likely),
-      capital_share=0.5,  # ...capitalised with this one ('So 54 times 2 is 108').
-      cross_share=0.5,  # 'x' for a written '*' ('18x3=54'). 0 and 0: the worded world of the previous round.
+      # Two more wordings of no extra length, off: on at 0.5 each (2026-12-03) they made the target weaker (66.0% on
+      # validation) and CoSpec's speed end worse (README, "CoSpec's curve"), so the table's world keeps them at 0.
+      capital_share=0.0,  # ...capitalised with this probability ('So 54 times 2 is 108').
+      cross_share=0.0,  # 'x' for a written '*' ('18x3=54').
   ))
   # The transfer family: in the pair's training mixture; the arbiter is trained on arithmetic alone, and the table
   # reports it on this family's test problems. family='' for arithmetic alone.
