@@ -47,14 +47,13 @@ _STEP = re.compile(r'(?:(so|then|now|So|Then|Now) )?(-?\d+)(?:([-+*x])|( plus | 
 
 def _checked_steps(solution: str) -> list[tuple]:
   """Reads every step line of a (terse or worded) solution independently and checks its arithmetic; returns
-  (connective, in words?, a, op, b, result) per line."""
+  (connective, (the operation as written: a symbol or 'words', equals, period), a, op, b, result) per line."""
   out = []
   for line in solution.splitlines()[:-1]:
     word, a, symbol, spelled, b, equals, c, period = _STEP.fullmatch(line).groups()
     op = {'x': '*'}.get(symbol, symbol) or {' plus ': '+', ' minus ': '-', ' times ': '*'}[spelled]
     assert {'+': int.__add__, '-': int.__sub__, '*': int.__mul__}[op](int(a), int(b)) == int(c), line
-    out.append((word, (symbol if symbol in ('*', 'x') else spelled is not None, equals, period), int(a), op, int(b),
-                int(c)))
+    out.append((word, (symbol or 'words', equals, period), int(a), op, int(b), int(c)))
   return out
 
 
@@ -93,13 +92,13 @@ def test_every_wording_is_equivalent_and_each_variant_occurs(family):
       factor = next(f for a, b, f in arithmetic.UNITS if (a, b) == (larger, smaller))
       assert int(p['answer']) == int(big) * factor + int(small)
       value = int(big)
-    for word, (spelled, equals, period), a, op, b, result in _checked_steps(p['solution']):
+    for word, (written, equals, period), a, op, b, result in _checked_steps(p['solution']):
       if a != value:  # Only + and * may swap, and then the last result is the second operand.
         assert op in '+*' and b == value, p['solution']
         seen.add('swapped')
-      seen.update({word, spelled if spelled in ('*', 'x') else 'words' if spelled else 'symbols', equals, period})
+      seen.update({word, written, equals, period})
       value = result
-  assert {'so', 'then', 'now', 'So', 'Then', 'Now', None, 'words', 'symbols', '*', 'x', 'swapped', '=', ' is ', '.',
+  assert {'so', 'then', 'now', 'So', 'Then', 'Now', None, 'words', '+', '*', 'x', 'swapped', '=', ' is ', '.',
           ''} <= seen, seen
 
 
