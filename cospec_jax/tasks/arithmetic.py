@@ -79,11 +79,12 @@ class Wording:
   capital_share: float = 0.0  # Probability that an opening connective is capitalised ('So 54 times 2 is 108').
   cross_share: float = 0.0  # Probability that a multiplication written as a symbol uses 'x' ('18x3=54').
 
-  _SHARES = ('swap_share', 'words_share', 'is_share', 'period_share', 'connective_share', 'capital_share',
-             'cross_share')
+  def shares(self) -> list[str]:
+    """The names of the probability fields (every '*_share'), so a new knob is checked and counted by `free`."""
+    return [f.name for f in dataclasses.fields(self) if f.name.endswith('_share')]
 
   def __post_init__(self):
-    for name in self._SHARES:
+    for name in self.shares():
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f'Wording({name}={getattr(self, name)}) must be a probability in [0, 1].')
     if self.connective_share > 0 and not self.words():
@@ -96,7 +97,7 @@ class Wording:
 
   @property
   def free(self) -> bool:
-    return any(getattr(self, name) for name in self._SHARES)
+    return any(getattr(self, name) for name in self.shares())
 
 
 def _rng(seed: int, split: str, index: int, *stream: int) -> np.random.Generator:
