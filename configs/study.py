@@ -6,12 +6,16 @@ Smoke (one tiny pair, two arbiter seeds; exercised by the tests):
   python -m cospec_jax.main --config=configs/study.py:smoke --workdir=/tmp/study_smoke
 Make it bigger: --config.study.pair_seeds=0,1,2,3,4 --config.study.arbiter_seeds=0,1,2,3; more REINFORCE with
 --config.arbiter.rl.steps=200 (a finished study's runs are then refused: use a new --workdir).
-Runtime: measured 2026-12-02 from a clean clone of 13f38b4: 152 min of wall-clock, of which 40 min stopped (two CI
-runs) and the rest shared with other work, so about 112 min of running, with pair seed 0 copied from the pipeline
-run (training a pair adds about 11 min): the settings grid 10 min; per pair 11 min of training, 1.5-2 min of forks,
-9 arbiters of 100 REINFORCE steps at 1.5-5 min each with their evaluation.
+Runtime: the first run (the earlier pair and arbiter), measured 2026-12-02 from a clean clone of 13f38b4: 152 min
+of wall-clock, of which 40 min stopped (two CI runs) and the rest shared with other work, so about 112 min of
+running, with pair seed 0 copied from the pipeline run (training a pair adds about 11 min): the settings grid 10 min;
+per pair 11 min of training, 1.5-2 min of forks, 9 arbiters of 100 REINFORCE steps at 1.5-5 min each with their
+evaluation. Today's draft is 3.2x larger: on a 2-core machine half as fast, its stage took 10.1 min against
+5.8 min for the earlier draft's (2026-12-03, data set included), so expect a few more minutes per pair.
 Reproduces: docs/study/ (study.json, study.md, study.png) and the README's statement of how much of CoSpec's gain
-comes from supervision and how much from REINFORCE (cospec_jax/study.py says what each ablation is).
+comes from supervision and how much from REINFORCE (cospec_jax/study.py says what each ablation is). docs/study/ is
+still the first run's (13f38b4: the earlier pair, with the 0.10M draft, and arbiter); this config has not yet been
+run in full.
 """
 
 import ml_collections
@@ -34,17 +38,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.arbiter.rl.steps = 4 if smoke else 100  # REINFORCE steps per arbiter.
   config.arbiter.rl.save_every = 2 if smoke else 25  # Checkpoints: the candidates of the validation choice.
   config.arbiter.rl.entropy_coef = 0.0  # Any value: the tuning grid below sets it (and the learning rate).
-  # The arbiter as the study ran it (docs/study/): the full policy, hidden-state projections included ('scalar
-  # features' is its ablation), trained on lams 0..1. The pipeline has since chosen scalar features and lams up to 2
-  # on validation (configs/train_arbiter.py).
-  config.arbiter.policy.projection = 16
-  config.arbiter.rl.lams = (0.0, 0.25, 0.5, 0.75, 1.0)
+  # The arbiter is the pipeline's (configs/train_arbiter.py: scalar features, lams 0..2); the study's first run
+  # (docs/study/, 13f38b4) trained the earlier one, hidden-state projections on lams 0..1: now the 'hidden states'
+  # ablation.
   config.study = ml_collections.ConfigDict(dict(
       pair_seeds=(0,) if smoke else (0, 1, 2),  # Pair seed 0 is the pipeline's pair (same seeds).
       arbiter_seeds=(0, 1) if smoke else (0, 1, 2),  # Arbiter seed 0 is the pipeline's arbiter seed.
       seed_stride=10,  # Model seed = the config's seed + seed_stride * study seed.
-      ablations=('supervised', 'supervised+reinforce', 'reinforce', 'scalar features', 'sampled decisions'),
-      lams=(0.0, 1.0),  # Test is read at each (the accurate end and the fast end of the knob).
+      ablations=('supervised', 'supervised+reinforce', 'reinforce', 'hidden states', 'sampled decisions'),
+      lams=(0.0, 2.0),  # Test is read at each: the accurate end and the fast end (the largest trained lam).
       validation_examples=16 if smoke else 300,  # Every checkpoint and setting is chosen on these.
       test_examples=32 if smoke else 500,  # Read once per arm, at the chosen checkpoint.
       batch_size=32 if smoke else 125,  # Rows per decode call.

@@ -3,9 +3,11 @@
 For each pair seed a draft and a target are trained (same data, other init and batch order); their counterfactual
 forks are collected once and shared by every arbiter of the pair. For each arbiter seed, three arbiters are trained:
 
-  supervised+reinforce  the warm start (fit to the forks' labels), then REINFORCE (the shipped method);
+  supervised+reinforce  the warm start (fit to the forks' labels), then REINFORCE (the shipped method, whose policy
+                        reads the scalar features alone);
   reinforce             REINFORCE from a fresh policy (input standardization from the forks' features, no label);
-  scalar features       supervised+reinforce with a policy that reads no hidden state (policy.projection=0).
+  hidden states         supervised+reinforce with a policy that also reads both models' hidden states, projected to
+                        HIDDEN_STATE_PROJECTION each (the method as an earlier study ran it).
 
 and five arms are evaluated (ABLATIONS): those three, 'supervised' (step 0 of the first: the warm start alone) and
 'sampled decisions' (the first, its actions sampled as in training instead of greedy). An arm's REINFORCE
@@ -41,18 +43,19 @@ from cospec_jax.decoding import DecodeSettings, Exact
 from cospec_jax.decoding.cospec import ArbiterPolicy, CoSpec
 from cospec_jax.train import arbiter, counterfactual, trainer
 
-# Training runs: how each differs from the arbiter config.
+HIDDEN_STATE_PROJECTION = 16  # The 'hidden states' run's width per model (the earlier study's policy).
+# Training runs: how each differs from the arbiter config (configs/train_arbiter.py: policy.projection=0).
 RUNS = {
     'supervised+reinforce': {},
     'reinforce': {'warm_start.steps': 0},
-    'scalar features': {'policy.projection': 0},
+    'hidden states': {'policy.projection': HIDDEN_STATE_PROJECTION},
 }
 # Arms: (training run, which checkpoint, sampled decisions at evaluation).
 ABLATIONS = {
     'supervised': ('supervised+reinforce', 'warm start', False),
     'supervised+reinforce': ('supervised+reinforce', 'best on validation', False),
     'reinforce': ('reinforce', 'best on validation', False),
-    'scalar features': ('scalar features', 'best on validation', False),
+    'hidden states': ('hidden states', 'best on validation', False),
     'sampled decisions': ('supervised+reinforce', 'best on validation', True),
 }
 EVAL_FILE = 'eval.json'
