@@ -12,7 +12,8 @@ labels CoSpec's warm start uses) over their thresholds, CoSpec over `lam` with t
 2. Test, once. Each family at its chosen point: accuracy with a 95% Wilson interval and a paired exact McNemar test
    against target-only (and CoSpec against its supervised warm start); draft tokens accepted per target call and
    target calls per generated token; wall-clock tokens/s and speedup against target-only decoding, and seconds per
-   verify step against SPD's, measured in this process at the accuracy run's batch size (on `timing.batch_problems`
+   verify step against SPD's (net of each call's prefill and host work, timed alike; gross too), measured in this
+   process at the accuracy run's batch size (on `timing.batch_problems`
    problems) and at batch size 1 (on `timing.problems`), every row alike: all compiled first, then timed in
    `timing.rounds` interleaved rounds, the fastest round counting (`time_rows`). On the test split's counterfactual
    forks: the oracle's mismatches, and how often each arbiter's decisions agree with the counterfactual labels, per
@@ -115,7 +116,7 @@ def families(config: ml_collections.ConfigDict, policies: dict, judges: dict) ->
 
 
 def compiled_pass(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
-                  seed: int, mesh=None, pad_to: int = 0, continuous: bool = False):
+                  seed: int, mesh=None, pad_to: int = 0, continuous: bool = False, max_new: Optional[int] = None):
   """A function that decodes every prompt with `method` and returns its figures and wall-clock seconds, compiled
   (and run once) before it is returned. Every prompt is padded to the longest (or to `pad_to`, so validation and
   test share one compiled shape), so one compiled shape serves all batches. The same seeds every call, so every call
@@ -123,7 +124,8 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
 
   The table's passes decode in consecutive chunks of `batch_size` rows (static batching); `continuous` decodes all
   prompts through `batch_size` rows in one call, finished rows refilled (decoding/continuous.py; `table_batching`
-  compares the two), and then `loop_steps` is None (the loop's iterations are not counted)."""
+  compares the two), and then `loop_steps` is None (the loop's iterations are not counted). `max_new` (speculative
+  methods, static batching): every row's budget; 0 runs each call's prefill and host work alone, no loop step."""
   rng = jax.random.PRNGKey(seed)
   buckets = (max([pad_to] + [len(p) for p in prompts]),)
   if method.model is not None:
@@ -142,7 +144,7 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
         return [(decoder.generate_continuous(target[1], draft[1], prompts, batch_size, rng, method.rule_params,
                                              method.row_params, buckets=buckets), len(prompts))]
       return decoder.generate_in_batches(target[1], draft[1], prompts, batch_size, rng, method.rule_params,
-                                         method.row_params, buckets)
+                                         method.row_params, buckets, max_new)
   next(iter(chunks()))[0].tokens_BxT.block_until_ready()  # Compile.
 
   def run_pass() -> dict:
@@ -199,24 +201,39 @@ def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prom
   """Wall-clock of each method at the table's batch (on timing.batch_problems problems) and at `small_batch` (on
   timing.problems), measured alike for every row: all passes are compiled first, then timed in timing.rounds
   interleaved rounds (each round times every method once at each batch size), and each figure is the fastest of its
-  rounds, so a slow spell of the machine falls on every row rather than on whichever row it met."""
+  rounds, so a slow spell of the machine falls on every row rather than on whichever row it met.
+
+  A speculative method's time per loop step (`seconds_per_step`: per batched target call) is net of each call's
+  fixed cost: the prefill of both models and the host's work, timed in the same rounds by the same compiled
+  program with a budget of 0 new tokens (`seconds_fixed`). Charged to the steps, that cost made every rule that
+  keeps more tokens per call (fewer steps per answer) look slower per step (`seconds_per_step_gross` keeps it)."""
   t = config.table
   subsets = {'': (t.batch_size, prompts[:t.timing.batch_problems]), '_batch1': (small_batch, prompts[:t.timing.problems])}
-  passes = []
-  for i, method in methods:
+  passes, keys = [], []
+  for j, (i, method) in enumerate(methods):
     for suffix, (batch, some) in subsets.items():
       m = method if method.row_params is None else dataclasses.replace(
           method, row_params={k: v[:len(some)] for k, v in method.row_params.items()})
-      passes.append(compiled_pass(m, target, draft, some, batch, settings, config.rl.gamma, config.seed + i, mesh,
-                                  pad_to if suffix == '' else 0))
+      for budget in (None,) if method.model is not None else (None, 0):
+        passes.append(compiled_pass(m, target, draft, some, batch, settings, config.rl.gamma, config.seed + i, mesh,
+                                    pad_to if suffix == '' else 0, max_new=budget))
+        keys.append((j, suffix, budget))
   fastest, firsts = interleaved_rounds(passes, t.timing.rounds)
+  timed = {key: (first, seconds) for key, first, seconds in zip(keys, firsts, fastest)}
   out = []
   for j in range(len(methods)):
     figures = {}
-    for k, suffix in enumerate(subsets):
-      first, seconds = firsts[2 * j + k], fastest[2 * j + k]
+    for suffix in subsets:
+      first, seconds = timed[(j, suffix, None)]
       figures[f'tokens_per_s{suffix}'] = first['generated'] / seconds
-      figures[f'seconds_per_step{suffix}'] = seconds / max(first['loop_steps'], 1)  # Per batched target call.
+      steps = max(first['loop_steps'], 1)
+      figures[f'seconds_per_step{suffix}'] = seconds / steps
+      if (j, suffix, 0) in timed:  # A speculative method: its fixed cost was timed too.
+        fixed = timed[(j, suffix, 0)][1]
+        figures.update({f'seconds_per_step_gross{suffix}': seconds / steps, f'seconds_fixed{suffix}': fixed,
+                        # None: the fixed cost's fastest round was not shorter than the decode's (noise on tiny
+                        # models); no rate is computed from it.
+                        f'seconds_per_step{suffix}': (seconds - fixed) / steps if seconds > fixed else None})
     out.append(figures)
   return out
 
@@ -435,8 +452,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, pair=None) -> dict:
   spd = next((r for r in rows if r['family'] == 'spd greedy'), None)
   for row in rows:  # How fast each rule runs one verify step, against SPD's (1 = as fast; the arbiter's cost).
     if spd is not None and row['family'] not in ('target-only', 'draft-only'):
-      row['step_rate_vs_spd'] = spd['seconds_per_step'] / row['seconds_per_step']
-      row['step_rate_vs_spd_batch1'] = spd['seconds_per_step_batch1'] / row['seconds_per_step_batch1']
+      for key in ('', '_batch1', '_gross', '_gross_batch1'):  # Net of each call's fixed cost, and gross.
+        spd_s, row_s = spd[f'seconds_per_step{key}'], row[f'seconds_per_step{key}']
+        row[f'step_rate_vs_spd{key}'] = None if spd_s is None or row_s is None else spd_s / row_s
   transfer = transfer_rows(config, task, chosen, target, draft, settings, mesh, pad_to)
   by_family = {r['family']: r for r in rows}
   paired = {}

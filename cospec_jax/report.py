@@ -9,6 +9,10 @@ import numpy as np
 from cospec_jax import files
 
 
+def _rate(rate) -> str:
+  return '-' if rate is None else f'{rate:.2f}'
+
+
 def format_table(results: dict) -> str:
   """The table as Markdown: each method at its chosen point, on test."""
   small = results.get('small_batch', 1)
@@ -29,8 +33,15 @@ def format_table(results: dict) -> str:
     lines.append(f'| {r["method"]} | {val} | {r["accuracy"]:.1%} | {lo:.1%}-{hi:.1%} | +{r["gained"]}/-{r["lost"]} | '
                  f'{r["mcnemar_p"]:.2g} | {r["tokens_per_target_call"]:.2f} | {r["target_calls_per_token"]:.3f} | '
                  f'{r["speedup"]:.2f}x | {r["speedup_batch1"]:.2f}x | ' + (
-                     f'{r["step_rate_vs_spd"]:.2f} / {r["step_rate_vs_spd_batch1"]:.2f} |' if 'step_rate_vs_spd' in r
-                     else '- |'))
+                     f'{_rate(r["step_rate_vs_spd"])} / {_rate(r["step_rate_vs_spd_batch1"])} |'
+                     if 'step_rate_vs_spd' in r else '- |'))
+  gross = [r for r in results['rows'] if 'step_rate_vs_spd_gross' in r]
+  if gross:
+    lines += ['', 'Step rate vs SPD: seconds per verify step, net of each call\'s fixed cost (both prefills and the '
+              'host\'s work, timed by the same program with a budget of 0 tokens), SPD\'s over the row\'s. Gross, the '
+              'fixed cost charged to the steps (it favours rules with more steps per answer): ' + '; '.join(
+                  f'{r["method"]} {_rate(r["step_rate_vs_spd_gross"])} / {_rate(r["step_rate_vs_spd_gross_batch1"])}'
+                  for r in gross) + '.']
   for name, p in results.get('paired', {}).items():
     lines += ['', f'Paired on test, {name}: +{p["gained"]}/-{p["lost"]}, exact McNemar p = {p["mcnemar_p"]:.2g}.']
   for name, points in results.get('curves', {}).items():

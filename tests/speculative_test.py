@@ -98,6 +98,24 @@ def test_per_row_budgets(pair):
     np.testing.assert_array_equal(g, r)
 
 
+def test_zero_budget_runs_no_step(pair):
+  """`generate(max_new=0)` (the table's fixed-cost timing) prefills and decodes nothing: no loop step, no target call;
+  budget 0 in one row of a batch leaves the other rows as they were."""
+  tc, tp, dc, dp = pair
+  prompts = helpers.ragged_prompts(3, tc.vocab_size, seed=3)
+  decoder = SpeculativeDecoder(tc, dc, Exact(), 3, DecodeSettings(max_new_tokens=12))
+  stats = jax.device_get(decoder.generate(tp, dp, prompts, max_new=0).stats)
+  np.testing.assert_array_equal(stats.target_calls_B, 0)
+  np.testing.assert_array_equal(stats.generated_B, 0)
+  full = decoder.generate(tp, dp, prompts)
+  assert np.all(jax.device_get(full.stats).target_calls_B > 0)
+  tokens, lengths = helpers.pad(prompts)
+  gen = decoder(tp, dp, tokens, lengths, jax.random.PRNGKey(0), np.array([0, 12, 12], np.int32))
+  assert len(gen.completions()[0]) == 0 and int(jax.device_get(gen.stats).target_calls_B[0]) == 0
+  for g, f in zip(gen.completions()[1:], full.completions()[1:]):
+    np.testing.assert_array_equal(g, f)
+
+
 def test_different_size_draft_is_still_lossless():
   tc = helpers.tiny_config(n_layers=3, d_model=48)
   dc = helpers.tiny_config(n_layers=1, d_model=16, n_heads=2, n_kv_heads=1)

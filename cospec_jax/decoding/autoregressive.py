@@ -114,7 +114,8 @@ def init_state(tokens_BxP: jax.Array, lengths_B: jax.Array, buffer_length: int, 
                draft_cache, rng: jax.Array, max_new_B: Optional[jax.Array] = None) -> DecodeState:
   B, P = tokens_BxP.shape
   tokens_BxT = jnp.full((B, buffer_length), pad_id, jnp.int32).at[:, :P].set(tokens_BxP.astype(jnp.int32))
-  return DecodeState(tokens_BxT, lengths_B.astype(jnp.int32), jnp.zeros((B,), bool), target_cache, draft_cache, rng,
+  done_B = jnp.zeros((B,), bool) if max_new_B is None else max_new_B <= 0  # A row with no budget decodes nothing.
+  return DecodeState(tokens_BxT, lengths_B.astype(jnp.int32), done_B, target_cache, draft_cache, rng,
                      DecodeStats.zeros(B), prompt_lengths_B=lengths_B.astype(jnp.int32), max_new_B=max_new_B)
 
 

@@ -228,21 +228,26 @@ class SpeculativeDecoder:
 
   def generate(self, target_params, draft_params, prompts: Sequence[Sequence[int]],
                rng: Optional[jax.Array] = None,
-               buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS, rule_params: Any = None) -> Generation:
-    """Host convenience: pads token lists, checks them, and runs the compiled loop."""
+               buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS, rule_params: Any = None,
+               max_new: Optional[int] = None) -> Generation:
+    """Host convenience: pads token lists, checks them, and runs the compiled loop. `max_new`: every row's budget
+    of new tokens (default settings.max_new_tokens; a traced input, so any value reuses the compiled loop; 0 runs
+    the prefill alone, as the table's timing does to measure a call's fixed cost)."""
     tokens_BxP, lengths_B = prompts_lib.prepare(prompts, self.settings.pad_id, self.shared_vocab_size, buckets)
+    max_new_B = np.full(len(lengths_B), self.settings.max_new_tokens if max_new is None else max_new, np.int32)
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    (tokens_BxP, lengths_B), rng, rule_params = prompts_lib.place(self.mesh, (tokens_BxP, lengths_B), rng,
-                                                                   rule_params)
-    return self(target_params, draft_params, tokens_BxP, lengths_B, rng, rule_params=rule_params)
+    (tokens_BxP, lengths_B, max_new_B), rng, rule_params = prompts_lib.place(
+        self.mesh, (tokens_BxP, lengths_B, max_new_B), rng, rule_params)
+    return self(target_params, draft_params, tokens_BxP, lengths_B, rng, max_new_B, rule_params)
 
   def generate_in_batches(self, target_params, draft_params, prompts: Sequence[Sequence[int]], batch_size: int,
                           rng: Optional[jax.Array] = None, rule_params: Any = None, row_params: Any = None,
-                          buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS):
+                          buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS,
+                          max_new: Optional[int] = None):
     """Yields (Generation, n) for consecutive chunks of `prompts`, `batch_size` rows per compiled call; a short last
     chunk is padded with copies of its last prompt (`prompts.padded_chunks`), and only its first n rows are real.
     `row_params` is a pytree of per-prompt arrays [N, ...]; each chunk's slice is merged into `rule_params` (e.g.
-    Oracle's keep_at_B)."""
+    Oracle's keep_at_B). `max_new` as in `generate`."""
     rng = jax.random.PRNGKey(0) if rng is None else rng
     for start, chunk, n in prompts_lib.padded_chunks(prompts, batch_size):
       params = rule_params
@@ -251,7 +256,7 @@ class SpeculativeDecoder:
         params = {**(rule_params or {}), **prompts_lib.place(self.mesh, jax.tree_util.tree_map(
             lambda x: np.asarray(x)[rows], row_params))[0]}
       yield self.generate(target_params, draft_params, chunk, jax.random.fold_in(rng, start), buckets,
-                          rule_params=params), n
+                          rule_params=params, max_new=max_new), n
 
 
   def generate_continuous(self, target_params, draft_params, prompts: Sequence[Sequence[int]], batch_size: int,
