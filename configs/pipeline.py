@@ -15,9 +15,10 @@ Make it bigger: edit those files, or override on the command line, e.g. --config
 --config.target.train.steps=3000, --config.arbiter.rl.steps=400, --config.arbiter.table.num_examples=1000.
 The data section is one object, the target's, shared by the draft and the arbiter: change it once for all.
 Finished stages are skipped when the command is run again.
-Runtime: 22 min 31 s on an idle 2-core CPU (AMD EPYC), install included, measured 2026-12-02 in one run from a clean
-clone of 44e1d52 (install 0.7 min, data and draft 2.5 min, target 9.7 min, arbiter 3.9 min of which forking 0.9,
-table 5.5 min, trace 0.3 min); another 2-core machine took about 36.5 minutes (README); smoke 76 s (idle).
+Runtime: 47 min 21 s on an idle 2-core CPU (AMD EPYC), install included, measured 2026-12-03 in one run from a clean
+clone of 0853fe0 (install 1.2 min, data and draft 8.8 min, target 15.3 min, arbiter 8.8 min of which forking 1.8,
+table 12.7 min, trace 0.5 min), on a machine about half as fast as the one where the earlier pair (the 0.10M draft)
+took 22 min 31 s (44e1d52, 2026-12-02); today's pair has not been timed there (README); smoke 76 s (idle).
 Reproduces: the README's comparison table under the validation protocol (results.json, table.md, pareto.png in
 <workdir>/table; every choice on validation, test read once) and the collaboration trace
 (<workdir>/trace/trace.html).

@@ -9,8 +9,10 @@ Make it bigger: config.model (e.g. --config.model.d_model=256 --config.model.n_l
 The draft (configs/train_draft.py) and the arbiter (configs/train_arbiter.py) read this file's data fields, so the
 pair and the arbiter always see the same problems.
 Runtime: 9 min 41 s measured on an idle 2-core CPU in the pipeline, 2026-12-02 (1,500 steps at 0.38 s, then the
-validation evals; 12 min 47 s on a slower 2-core machine); smoke ~10 s.
-Reproduces: the target of the embedded pair, 78.0% greedy validation accuracy on arithmetic, 90.0% on units.
+validation evals; 12 min 47 s on a slower 2-core machine, 15 min 17 s on 2026-12-03's, half as fast); smoke ~10 s.
+Reproduces: the target of the embedded pair, 72.0% greedy validation accuracy on arithmetic and 81.5% on units on
+2026-12-03's machine (the README's table); the same seeds trained 78.0% and 90.0% on 2026-12-02's: another CPU
+trains another pair.
 Writes <workdir>/checkpoints (orbax), <workdir>/hf (a Hugging Face checkpoint), eval.json, metrics.jsonl.
 """
 
