@@ -164,7 +164,8 @@ def test_reproduce_table_smoke(setup, tmp_path):
   assert transfer['rows'][1]['correct'] == transfer['rows'][0]['correct']
   assert transfer['rows'][2]['method'] == rows['cospec']['method']
   # Each speculative row's verify-step rate against SPD's, at both batch sizes; CoSpec's curve over lam.
-  assert rows['spd greedy']['step_rate_vs_spd'] in (1.0, None) and rows['spd greedy']['step_rate_vs_spd_batch1'] in (1.0, None)
+  spd = rows['spd greedy']
+  assert spd['step_rate_vs_spd'] in (1.0, None) and spd['step_rate_vs_spd_batch1'] in (1.0, None)
   assert rows['cospec']['step_rate_vs_spd_gross'] > 0 and 'step_rate_vs_spd' not in rows['target-only']
   assert rows['spd greedy']['step_rate_vs_spd_gross'] == rows['spd greedy']['step_rate_vs_spd_gross_batch1'] == 1.0
   for r in (rows['spd greedy'], rows['cospec']):  # Net of each call's fixed cost (a budget-0 pass), and gross.
