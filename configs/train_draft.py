@@ -27,9 +27,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.seed = 2  # Init and batch order (the target's is 1).
   # 0.33M parameters, 0.42 of the target's; the smoke model is the target's smoke model. Chosen on validation
   # (issue 13): the earlier 0.10M draft (d_model 64, 2 layers, 2 heads, ffw 192) read 4.4% and disagreed with the
-  # target so often, and so harmfully (74% of forks broke a right answer), that CoSpec's fast end reached 1.497x
-  # plain SPD's tokens per call at -2.3 points; this one reads about 50%, 88% of its forks change no answer, and
-  # the fast end reaches 1.50x at +3 points.
+  # target so often, and so harmfully (26% of its forks broke a right answer), that CoSpec's fast end reached 1.497x
+  # plain SPD's tokens per call at -2.3 points; this one reads about 50%, 88% of its forks change no answer (9%
+  # break one), and the fast end reaches 1.50x at +3 points (validation, this round's machine).
   config.model.update(dict(
       d_model=32 if smoke else 96,
       n_layers=1 if smoke else 3,
