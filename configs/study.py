@@ -10,7 +10,7 @@ Runtime: the first run (the earlier pair and arbiter), measured 2026-12-02 from 
 of wall-clock, of which 40 min stopped (two CI runs) and the rest shared with other work, so about 112 min of
 running, with pair seed 0 copied from the pipeline run (training a pair adds about 11 min): the settings grid 10 min;
 per pair 11 min of training, 1.5-2 min of forks, 9 arbiters of 100 REINFORCE steps at 1.5-5 min each with their
-evaluation. Today's draft is 3.2x larger: on a 2-core machine half as fast, its stage took 10.1 min against
+evaluation. Today's draft is 3.2x larger: on a 2-core machine half as fast, its stage took 8.8-10.1 min against
 5.8 min for the earlier draft's (2026-12-03, data set included), so expect a few more minutes per pair.
 Reproduces: docs/study/ (study.json, study.md, study.png) and the README's statement of how much of CoSpec's gain
 comes from supervision and how much from REINFORCE (cospec_jax/study.py says what each ablation is). docs/study/ is

@@ -227,10 +227,11 @@ def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prom
       first, seconds = timed[(j, suffix, None)]
       figures[f'tokens_per_s{suffix}'] = first['generated'] / seconds
       steps = max(first['loop_steps'], 1)
-      figures[f'seconds_per_step{suffix}'] = seconds / steps
+      gross = seconds / steps  # Per batched target call, the call's fixed cost included.
+      figures[f'seconds_per_step{suffix}'] = gross
       if (j, suffix, 0) in timed:  # A speculative method: its fixed cost was timed too.
         fixed = timed[(j, suffix, 0)][1]
-        figures.update({f'seconds_per_step_gross{suffix}': seconds / steps, f'seconds_fixed{suffix}': fixed,
+        figures.update({f'seconds_per_step_gross{suffix}': gross, f'seconds_fixed{suffix}': fixed,
                         # None: the fixed cost's fastest round was not shorter than the decode's (noise on tiny
                         # models); no rate is computed from it.
                         f'seconds_per_step{suffix}': (seconds - fixed) / steps if seconds > fixed else None})
