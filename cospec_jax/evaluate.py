@@ -28,8 +28,9 @@ columns are timed in static batches either way (`time_rows`), so a step is one b
 `run(config, workdir)` writes table.md, pareto.png (report.py) and then results.json (each atomically; results.json
 last: it is the stage's done marker), once everything has been measured, so a failing run leaves an earlier table
 intact.
-results.json records the split overlaps it checked, the checkpoint choice, every sweep with its validation figures,
-and per row the chosen setting with the validation figures that chose it.
+results.json records the split overlaps it checked, the checkpoint choice, every sweep with its validation figures
+(per problem too), per row the chosen setting with the validation figures that chose it, and which other validation
+points beat CoSpec's curve on both axes, each with a paired test (`pareto_check`).
 """
 
 from __future__ import annotations
@@ -278,14 +279,15 @@ def choose_arbiter_step(config, target, draft, task, problems, prompts, settings
 
 def sweep(config, points: Sequence[Method], seed_offset: int, target, draft, task, validation, prompts, settings, mesh,
           pad_to: int) -> list[dict]:
-  """Each point's validation figures (one timed pass; compiled before the clock); without a validation split, only
-  the settings."""
+  """Each point's validation figures (one timed pass; compiled before the clock) and per-problem correctness; without
+  a validation split, only the settings."""
   if validation is None:
     return [{'method': m.name, 'setting': m.setting} for m in points]
   out_points = []
   for method in points:
     out = table_decode(config, method, target, draft, prompts, settings, config.seed + seed_offset, mesh, pad_to)
-    out_points.append(_summary(_row(method, out, task.score(out['completions'], validation))))
+    row = _row(method, out, task.score(out['completions'], validation))
+    out_points.append(dict(_summary(row), correct=row['correct']))  # Per problem: for `pareto_check`'s tests.
   print(f'  validation, {points[0].family or points[0].name}: ' + ', '.join(
       f'{p["method"]} {p["accuracy"]:.1%}/{p["tokens_per_target_call"]:.2f}' for p in out_points), flush=True)
   release_programs(config)
@@ -298,8 +300,8 @@ def test_row(config, method: Method, seed_offset: int, target, draft, task, test
   wall-clock columns come from `time_rows`)."""
   full = table_decode(config, method, target, draft, prompts, settings, config.seed + seed_offset, mesh, pad_to)
   row = _row(method, full, task.score(full['completions'], test))
-  row['validation'] = next((p for p in sweeps.get(row['family'], []) if p['method'] == method.name and 'accuracy' in p),
-                           None)
+  row['validation'] = next((_summary(p) for p in sweeps.get(row['family'], [])
+                           if p['method'] == method.name and 'accuracy' in p), None)
   print(f'  test, {method.name}: {row["accuracy"]:.1%}', flush=True)
   release_programs(config)
   return row
@@ -346,6 +348,29 @@ def curve(sweeps: dict, family: str) -> list[dict]:
            'accuracy_minus_target': p['accuracy'] - target['accuracy'],
            'tokens_per_call_over_spd': p['tokens_per_target_call'] / spd['tokens_per_target_call']}
           for p in sweeps.get(family, [])]
+
+
+def pareto_check(sweeps: dict, family: str = 'cospec') -> dict:
+  """Whether any other validation point beats `family`'s curve by more than chance. A point beats the curve when it
+  is more accurate than one of the curve's points and keeps more tokens per target call; each such point is tested
+  (exact McNemar, paired over the validation problems) against the curve point it beats with the smallest p.
+  {'family', 'points': other points checked, 'beating': [{'method', 'accuracy', 'tokens_per_target_call', 'beats',
+  'beaten_accuracy', 'beaten_tokens_per_target_call', 'gained', 'lost', 'mcnemar_p'}, ...]}. No p is corrected for
+  the number of points checked."""
+  ours = [c for c in sweeps.get(family, []) if 'correct' in c]
+  others = [p for f, points in sweeps.items() if f != family for p in points if 'correct' in p]
+  beating = []
+  for p in others:
+    tests = [(mcnemar(p['correct'], c['correct']), c) for c in ours
+             if p['accuracy'] > c['accuracy'] and p['tokens_per_target_call'] > c['tokens_per_target_call']]
+    if not tests:
+      continue
+    (gained, lost, pvalue), c = min(tests, key=lambda t: (t[0][2], t[1]['accuracy']))
+    beating.append({'method': p['method'], 'accuracy': p['accuracy'],
+                    'tokens_per_target_call': p['tokens_per_target_call'], 'beats': c['method'],
+                    'beaten_accuracy': c['accuracy'], 'beaten_tokens_per_target_call': c['tokens_per_target_call'],
+                    'gained': gained, 'lost': lost, 'mcnemar_p': pvalue})
+  return {'family': family, 'points': len(others), 'beating': beating}
 
 
 def fork_counts(forks: counterfactual.Forks) -> dict:
@@ -478,7 +503,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, pair=None) -> dict:
              'arbiter_step': step, 'arbiter_steps_validation': step_points, 'sweeps': sweeps, 'rows': rows,
              'paired': paired, 'oracle_agreement': agreement, 'transfer': transfer,
              'train_forks': fork_counts(train_forks), 'test_forks': fork_counts(test_forks),
-             'curves': {f: curve(sweeps, f) for f in ('cospec', 'cospec supervised') if validation is not None}}
+             'curves': {f: curve(sweeps, f) for f in ('cospec', 'cospec supervised') if validation is not None},
+             'pareto_check': None if validation is None else pareto_check(sweeps)}
   files.write_atomically(os.path.join(workdir, 'table.md'), report.format_table(results))
   report.plot_pareto(results, os.path.join(workdir, 'pareto.png'))
   files.write_atomically(os.path.join(workdir, 'results.json'), json.dumps(results, indent=1))  # The done marker.

@@ -48,6 +48,18 @@ def format_table(results: dict) -> str:
     lines += ['', f'{name} over lam on validation (accuracy minus target-only, tokens per call over SPD\'s): ' +
               '; '.join(f'lam {p["lam"]:g}: {p["accuracy_minus_target"]:+.1%}, {p["tokens_per_call_over_spd"]:.2f}x'
                         for p in points) + '.']
+  check = results.get('pareto_check')
+  if check:
+    beating = check['beating']
+    text = (f'Pareto check on validation: {len(beating)} of the {check["points"]} other validation points beat a '
+            f'point of {check["family"]}\'s curve on both axes (more accurate, more tokens per call)')
+    if beating:
+      text += ('; each against the point it beats with the smallest exact McNemar p (paired over the validation '
+               'problems, uncorrected for the points checked): ' + '; '.join(
+                   f'{b["method"]} {b["accuracy"]:.1%}/{b["tokens_per_target_call"]:.2f} over {b["beats"]} '
+                   f'{b["beaten_accuracy"]:.1%}/{b["beaten_tokens_per_target_call"]:.2f}: +{b["gained"]}/-{b["lost"]}, '
+                   f'p = {b["mcnemar_p"]:.2g}' for b in beating))
+    lines += ['', text + '.']
   for name in ('train_forks', 'test_forks'):
     if name in results:
       c = results[name]

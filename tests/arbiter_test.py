@@ -142,7 +142,9 @@ def test_reproduce_table_smoke(setup, tmp_path):
       assert row['validation'] is None
       continue
     sweep = results['sweeps'][family]
-    assert row['validation'] == next(p for p in sweep if p['method'] == row['method'])
+    chosen = next(p for p in sweep if p['method'] == row['method'])
+    assert row['validation'] == {k: v for k, v in chosen.items() if k != 'correct'}
+    assert np.mean(chosen['correct']) == chosen['accuracy'] and len(chosen['correct']) == results['validation_problems']
     eligible = [p for p in sweep if p['tokens_per_target_call'] >= spd_tau - 1e-9]
     if eligible:
       assert row['validation']['accuracy'] == max(p['accuracy'] for p in eligible)
@@ -180,9 +182,22 @@ def test_reproduce_table_smoke(setup, tmp_path):
   for r in rows.values():
     lo, hi = r['accuracy_ci95']
     assert lo <= r['accuracy'] <= hi and r['tokens_per_s'] > 0 and len(r['correct']) == results['problems']
+  # The Pareto check lists exactly the other validation points that beat a point of CoSpec's curve on both axes.
+  check = results['pareto_check']
+  others = [p for f, points in results['sweeps'].items() if f != 'cospec' for p in points]
+  beaten_by = {p['method']: [c for c in results['sweeps']['cospec'] if p['accuracy'] > c['accuracy'] and
+                             p['tokens_per_target_call'] > c['tokens_per_target_call']] for p in others}
+  assert check['points'] == len(others)
+  assert [b['method'] for b in check['beating']] == [m for m, beaten in beaten_by.items() if beaten]
+  for b in check['beating']:
+    point = next(p for p in others if p['method'] == b['method'])
+    assert b['beats'] in [c['method'] for c in beaten_by[b['method']]]
+    beaten = next(c for c in results['sweeps']['cospec'] if c['method'] == b['beats'])
+    assert (b['gained'], b['lost'], b['mcnemar_p']) == evaluate.mcnemar(point['correct'], beaten['correct'])
   with open(tmp_path / 'results.json') as f:
     assert json.load(f)['rows'][2]['correct'] == rows['spd greedy']['correct']
   table = (tmp_path / 'table.md').read_text()
+  assert f'Pareto check on validation: {len(check["beating"])} of the {len(others)} other' in table
   assert all(f'| {r["method"]} |' in table for r in rows.values())
   assert (tmp_path / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
 
@@ -198,6 +213,30 @@ def test_the_checkpoint_choice_ignores_the_last_step():
            {'accuracy': 0.7, 'tokens_per_target_call': 6.0}]
   assert selection.choose(sweep, 5.0) == 2
   assert selection.choose(sweep, 7.0) == 2  # None reaches SPD: the most tokens per call.
+
+
+def test_pareto_check_tests_each_point_above_the_curve():
+  """A point more accurate and faster than a point of CoSpec's curve is listed, tested against the curve point it
+  beats with the smallest McNemar p; points below the curve, or faster but less accurate, are not."""
+  def point(method, correct, tau):
+    return {'method': method, 'accuracy': float(np.mean(correct)), 'tokens_per_target_call': tau,
+            'correct': list(correct)}
+  ones, zeros = [True] * 15, [False] * 15
+  sweeps = {'cospec': [point('lam 0', ones[:5] + zeros[:10], 5.0),  # 5 of 15 right, slow.
+                       point('lam 1', zeros[:5] + ones[:8] + zeros[:2], 7.0)],  # 8 of 15, fast.
+            'judge': [point('above both', ones[:13] + zeros[:2], 8.0),  # Right on 1-13: beats both.
+                      point('above the slow one', ones[:6] + zeros[:9], 6.0),
+                      point('faster, less accurate', ones[:3] + zeros[:12], 9.0),
+                      point('more accurate, slower', ones[:14] + zeros[:1], 4.0)]}
+  check = evaluate.pareto_check(sweeps)
+  assert check['points'] == 4
+  assert [b['method'] for b in check['beating']] == ['above both', 'above the slow one']
+  both, slow = check['beating']
+  # Against lam 0 'above both' gains 8 and loses 0; against lam 1 it gains 5 and loses 0: lam 0's p is smaller.
+  assert (both['beats'], both['gained'], both['lost']) == ('lam 0', 8, 0)
+  assert both['mcnemar_p'] == evaluate.mcnemar(sweeps['judge'][0]['correct'], sweeps['cospec'][0]['correct'])[2]
+  assert (slow['beats'], slow['gained'], slow['lost'], slow['mcnemar_p']) == ('lam 0', 1, 0, 1.0)
+  assert evaluate.pareto_check({'cospec': sweeps['cospec'], 'judge': sweeps['judge'][2:]})['beating'] == []
 
 
 def _free_port() -> int:
