@@ -12,7 +12,8 @@ labels CoSpec's warm start uses) over their thresholds, CoSpec over `lam` with t
 2. Test, once. Each family at its chosen point: accuracy with a 95% Wilson interval and a paired exact McNemar test
    against target-only (and CoSpec against its supervised warm start); draft tokens accepted per target call and
    target calls per generated token; wall-clock tokens/s and speedup against target-only decoding, and seconds per
-   verify step against SPD's (net of each call's prefill and host work, timed alike; gross too), measured in this
+   verify step against SPD's (net of each call's prefill and host work, timed alike; gross too; and round by round,
+   its spread), measured in this
    process at the accuracy run's batch size (on `timing.batch_problems`
    problems) and at batch size 1 (on `timing.problems`), every row alike: all compiled first, then timed in
    `timing.rounds` interleaved rounds, the fastest round counting (`time_rows`). On the test split's counterfactual
@@ -189,12 +190,12 @@ def table_decode(config, method: Method, target, draft, prompts, settings: Decod
                 pad_to, config.table.continuous)
 
 
-def interleaved_rounds(passes: Sequence, rounds: int) -> tuple[list[float], list[dict]]:
+def interleaved_rounds(passes: Sequence, rounds: int) -> tuple[np.ndarray, list[dict]]:
   """Runs `rounds` rounds of the compiled passes (`compiled_pass`), each round every pass once, in order. Returns
-  (each pass's fastest seconds, each pass's first-round figures): a slow spell of the machine falls on one round of
-  every pass, not on all the runs of whichever pass it met."""
+  (seconds_PxR: each pass's seconds in each round, each pass's first-round figures): a slow spell of the machine
+  falls on one round of every pass, not on all the runs of whichever pass it met."""
   runs = [[run_pass() for run_pass in passes] for _ in range(rounds)]
-  return [min(r[j]['seconds'] for r in runs) for j in range(len(passes))], runs[0]
+  return np.asarray([[r[j]['seconds'] for r in runs] for j in range(len(passes))]), runs[0]
 
 
 def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prompts, settings, mesh, pad_to: int,
@@ -219,25 +220,38 @@ def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prom
         passes.append(compiled_pass(m, target, draft, some, batch, settings, config.rl.gamma, config.seed + i, mesh,
                                     pad_to if suffix == '' else 0, max_new=budget))
         keys.append((j, suffix, budget))
-  fastest, firsts = interleaved_rounds(passes, t.timing.rounds)
-  timed = {key: (first, seconds) for key, first, seconds in zip(keys, firsts, fastest)}
+  seconds_PxR, firsts = interleaved_rounds(passes, t.timing.rounds)
+  timed = {key: (first, seconds_R) for key, first, seconds_R in zip(keys, firsts, seconds_PxR)}
   out = []
   for j in range(len(methods)):
     figures = {}
     for suffix in subsets:
-      first, seconds = timed[(j, suffix, None)]
+      first, seconds_R = timed[(j, suffix, None)]
+      seconds = seconds_R.min()
       figures[f'tokens_per_s{suffix}'] = first['generated'] / seconds
       steps = max(first['loop_steps'], 1)
       gross = seconds / steps  # Per batched target call, the call's fixed cost included.
       figures[f'seconds_per_step{suffix}'] = gross
+      figures[f'seconds_per_step_rounds{suffix}'] = (seconds_R / steps).tolist()
       if (j, suffix, 0) in timed:  # A speculative method: its fixed cost was timed too.
-        fixed = timed[(j, suffix, 0)][1]
+        fixed_R = timed[(j, suffix, 0)][1]
+        fixed = fixed_R.min()
         figures.update({f'seconds_per_step_gross{suffix}': gross, f'seconds_fixed{suffix}': fixed,
                         # None: the fixed cost's fastest round was not shorter than the decode's (noise on tiny
                         # models); no rate is computed from it.
-                        f'seconds_per_step{suffix}': (seconds - fixed) / steps if seconds > fixed else None})
+                        f'seconds_per_step{suffix}': (seconds - fixed) / steps if seconds > fixed else None,
+                        # Each round's own net time per step (None where that round's fixed pass was the longer).
+                        f'seconds_per_step_rounds{suffix}': [(s - f) / steps if s > f else None
+                                                             for s, f in zip(seconds_R, fixed_R)]})
     out.append(figures)
   return out
+
+
+def step_rate_rounds(spd_R: Sequence, row_R: Sequence) -> Optional[list[float]]:
+  """[min, median, max] over the timing rounds of SPD's time per step over the row's, each round against itself (a
+  slow spell that meets both passes of a round cancels); None when no round has both."""
+  ratios = [s / r for s, r in zip(spd_R, row_R) if s is not None and r is not None]
+  return [float(np.min(ratios)), float(np.median(ratios)), float(np.max(ratios))] if ratios else None
 
 
 def _row(method: Method, out: dict, correct: np.ndarray) -> dict:
@@ -481,6 +495,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, pair=None) -> dict:
       for key in ('', '_batch1', '_gross', '_gross_batch1'):  # Net of each call's fixed cost, and gross.
         spd_s, row_s = spd[f'seconds_per_step{key}'], row[f'seconds_per_step{key}']
         row[f'step_rate_vs_spd{key}'] = None if spd_s is None or row_s is None else spd_s / row_s
+      for key in ('', '_batch1'):  # The net rate round by round: its spread is the column's resolution.
+        row[f'step_rate_vs_spd_rounds{key}'] = step_rate_rounds(spd[f'seconds_per_step_rounds{key}'],
+                                                                row[f'seconds_per_step_rounds{key}'])
   transfer = transfer_rows(config, task, chosen, target, draft, settings, mesh, pad_to)
   by_family = {r['family']: r for r in rows}
   paired = {}

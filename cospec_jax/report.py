@@ -42,6 +42,14 @@ def format_table(results: dict) -> str:
               'fixed cost charged to the steps (it favours rules with more steps per answer): ' + '; '.join(
                   f'{r["method"]} {_rate(r["step_rate_vs_spd_gross"])} / {_rate(r["step_rate_vs_spd_gross_batch1"])}'
                   for r in gross) + '.']
+  spread = [r for r in results['rows'] if r.get('step_rate_vs_spd_rounds') and r['family'] != 'spd greedy']
+  if spread:
+    lines += ['', f'Step rate vs SPD round by round (SPD\'s net time per step over the row\'s within each of the '
+              f'{results["timing_rounds"]} rounds; min-max (median), batch {results["batch_size"]} / {small}): ' + '; '.join(
+                  f'{r["method"]} ' + ' / '.join(
+                      '-' if not q else f'{q[0]:.2f}-{q[2]:.2f} ({q[1]:.2f})'
+                      for q in (r['step_rate_vs_spd_rounds'], r.get('step_rate_vs_spd_rounds_batch1')))
+                  for r in spread) + '.']
   for name, p in results.get('paired', {}).items():
     lines += ['', f'Paired on test, {name}: +{p["gained"]}/-{p["lost"]}, exact McNemar p = {p["mcnemar_p"]:.2g}.']
   for name, points in results.get('curves', {}).items():

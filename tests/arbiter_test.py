@@ -175,6 +175,13 @@ def test_reproduce_table_smoke(setup, tmp_path):
       net, gross = r[f'seconds_per_step{suffix}'], r[f'seconds_per_step_gross{suffix}']
       assert r[f'seconds_fixed{suffix}'] > 0 and gross > 0
       assert net is None or 0 < net < gross  # None: the tiny models' fixed cost timed no faster than the decode.
+      assert len(r[f'seconds_per_step_rounds{suffix}']) == results['timing_rounds']
+  for suffix in ('', '_batch1'):  # Round by round: each round's SPD time per step over the same round's CoSpec time.
+    rounds = [(s, c) for s, c in zip(spd[f'seconds_per_step_rounds{suffix}'],
+                                      rows['cospec'][f'seconds_per_step_rounds{suffix}']) if s and c]
+    expected = [min(s / c for s, c in rounds), float(np.median([s / c for s, c in rounds])),
+                max(s / c for s, c in rounds)] if rounds else None
+    assert rows['cospec'][f'step_rate_vs_spd_rounds{suffix}'] == expected
   assert [p['lam'] for p in results['curves']['cospec']] == [0.0, 1.0]
   for per_lam in results['oracle_agreement'].values():
     assert set(per_lam) == {'0', '1'}
