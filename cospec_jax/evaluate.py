@@ -232,7 +232,6 @@ def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prom
       steps = max(first['loop_steps'], 1)
       gross = seconds / steps  # Per batched target call, the call's fixed cost included.
       figures[f'seconds_per_step{suffix}'] = gross
-      figures[f'seconds_per_step_rounds{suffix}'] = (seconds_R / steps).tolist()
       if (j, suffix, 0) in timed:  # A speculative method: its fixed cost was timed too.
         fixed_R = timed[(j, suffix, 0)][1]
         fixed = fixed_R.min()
