@@ -34,6 +34,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.draft = config_args.load(__file__, 'train_draft', arg)
   config.arbiter = config_args.load(__file__, 'train_arbiter', arg)
   config.draft.data = config.arbiter.data = config.target.data  # One data section, as in the pipeline.
+  # The table's grids and lams (configs/reproduce_table.py), for the Pareto check (study.pareto_check).
+  config.arbiter.table = config_args.load(__file__, 'reproduce_table', arg).table
   config.arbiter.arbiter_workdir = ''  # Set per run by the study.
   config.arbiter.rl.steps = 4 if smoke else 100  # REINFORCE steps per arbiter.
   config.arbiter.rl.save_every = 2 if smoke else 25  # Checkpoints: the candidates of the validation choice.
@@ -47,6 +49,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       seed_stride=10,  # Model seed = the config's seed + seed_stride * study seed.
       ablations=('supervised', 'supervised+reinforce', 'reinforce', 'hidden states', 'sampled decisions'),
       lams=(0.0, 2.0),  # Test is read at each: the accurate end and the fast end (the largest trained lam).
+      # Validation only: the table's baselines (config.arbiter.table's grids) swept on each pair, against each
+      # arbiter seed's CoSpec curve over config.arbiter.table.lams: is any baseline point above a curve by more
+      # than chance? About 6 min per pair and 1 min per arbiter seed on the 2-core CPU (estimated).
+      pareto_check=True,
       validation_examples=16 if smoke else 300,  # Every checkpoint and setting is chosen on these.
       test_examples=32 if smoke else 500,  # Read once per arm, at the chosen checkpoint.
       batch_size=32 if smoke else 125,  # Rows per decode call.

@@ -117,6 +117,15 @@ def families(config: ml_collections.ConfigDict, policies: dict, judges: dict) ->
   return {k: v for k, v in out.items() if v}
 
 
+def fit_judges(config: ml_collections.ConfigDict, train_forks: counterfactual.Forks) -> dict:
+  """The two judges, fitted on training problems' forks: AutoJudge's (harm labels) and the fix-aware one (the warm
+  start's labels at config.table.judge_lam)."""
+  return {'judge': counterfactual.fit_judge(train_forks, 'harm'),
+          'judge fix-aware': counterfactual.fit_judge(train_forks, 'fix_aware', config.table.judge_lam,
+                                                      config.warm_start.speed_bonus,
+                                                      deviation_cost=config.warm_start.deviation_cost)}
+
+
 def compiled_pass(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
                   seed: int, mesh=None, pad_to: int = 0, continuous: bool = False, max_new: Optional[int] = None):
   """A function that decodes every prompt with `method` and returns its figures and wall-clock seconds, compiled
@@ -452,10 +461,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, pair=None) -> dict:
     raise FileNotFoundError(f'The judges are trained on the arbiter\'s counterfactual forks, and {forks_path} does '
                             'not exist: train the arbiter with config.warm_start.problems > 0 first.')
   train_forks = counterfactual.Forks.load(forks_path)  # Forks of training problems only.
-  judges = {'judge': counterfactual.fit_judge(train_forks, 'harm'),
-            'judge fix-aware': counterfactual.fit_judge(train_forks, 'fix_aware', t.judge_lam,
-                                                        config.warm_start.speed_bonus,
-                                                        deviation_cost=config.warm_start.deviation_cost)}
+  judges = fit_judges(config, train_forks)
 
   # 1. Validation: the checkpoint, then every family's sweep and its chosen point.
   if validation is None:

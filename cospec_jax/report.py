@@ -45,7 +45,8 @@ def format_table(results: dict) -> str:
   spread = [r for r in results['rows'] if r.get('step_rate_vs_spd_rounds') and r['family'] != 'spd greedy']
   if spread:
     lines += ['', f'Step rate vs SPD round by round (SPD\'s net time per step over the row\'s within each of the '
-              f'{results["timing_rounds"]} rounds; min-max (median), batch {results["batch_size"]} / {small}): ' + '; '.join(
+              f'{results["timing_rounds"]} rounds; min-max (median), batch {results["batch_size"]} / {small}): '
+              + '; '.join(
                   f'{r["method"]} ' + ' / '.join(
                       '-' if not q else f'{q[0]:.2f}-{q[2]:.2f} ({q[1]:.2f})'
                       for q in (r['step_rate_vs_spd_rounds'], r.get('step_rate_vs_spd_rounds_batch1')))

@@ -16,13 +16,20 @@ is read once, at each of `study.lams`. Before any of it, REINFORCE's settings (`
 validation with an arbiter seed of their own on the first pair, so no study run's validation figure was used to pick
 them.
 
+The Pareto check (`study.pareto_check`, validation only): on each pair, every baseline of the table swept over its
+grid (config.arbiter.table; the judges fitted on the pair's forks), and for each arbiter seed the shipped arm's
+CoSpec curve over the table's lams at its chosen checkpoint; study_report tests every baseline point above a curve
+(`evaluate.pareto_check`).
+
 Layout of <workdir> (every stage writes its done marker last, atomically; a rerun skips what is done, and never
 rewrites a finished run):
   tfds/                          the data set, one copy
   pair<s>/draft, pair<s>/target  the pair (trainer.train)
   pair<s>/counterfactual_forks.npz
   pair<s>/reference.json         target-only and plain SPD on validation and test
-  pair<s>/<run>/seed<a>/         one arbiter's workdir; eval.json: its arms' figures
+  pair<s>/baselines.json         the Pareto check's baseline sweeps on validation
+  pair<s>/<run>/seed<a>/         one arbiter's workdir; eval.json: its arms' figures; curve.json: the Pareto
+                                 check's CoSpec curve on validation (supervised+reinforce runs)
   tuning/<label>/                the settings grid's arbiters; tuning/tuning.json the choice
   study.json, study.md, study.png  written when every run is done (cospec_jax/study_report.py)
 """
@@ -59,6 +66,7 @@ ABLATIONS = {
     'sampled decisions': ('supervised+reinforce', 'best on validation', True),
 }
 EVAL_FILE = 'eval.json'
+CURVE_FILE = 'curve.json'
 
 
 def _bits(correct) -> str:
@@ -168,6 +176,41 @@ class Study:
              f'{out["spd greedy"]["test"]["tokens_per_target_call"]:.2f} tokens/call')
     return out
 
+  def baselines(self, pair_seed: int, config, target, draft, task, data: dict, forks_path: str) -> dict:
+    """Every baseline family of the table (config.table's grids; both judges fitted on the pair's forks), each point
+    on validation: {family: [point, ...]}. Written to pair<s>/baselines.json once."""
+    path = os.path.join(self.pair_dir(pair_seed), 'baselines.json')
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+    t0 = time.time()
+    judges = evaluate.fit_judges(config, counterfactual.Forks.load(forks_path))
+    out = {family: [dict(self.decode(m, config, target, draft, task, data, 'validation', config.seed + i),
+                         method=m.name) for m in points]
+           for i, (family, points) in enumerate(evaluate.families(config, {}, judges).items())}
+    files.write_atomically(path, json.dumps(out))
+    self.log(f'pair {pair_seed}: {sum(map(len, out.values()))} baseline points on validation in '
+             f'{time.time() - t0:.0f} s')
+    return out
+
+  def curve(self, config, result: dict, target, draft, task, data: dict) -> dict:
+    """The shipped arm's CoSpec curve on validation over the table's lams, at the checkpoint its arm chose:
+    {'step', 'points'}. Written to <arbiter workdir>/curve.json once."""
+    path = os.path.join(config.arbiter_workdir, CURVE_FILE)
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+    step = result['arms']['supervised+reinforce']['step']
+    params = arbiter.restore_state(config, config.arbiter_workdir, step).params
+    policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
+    points = [dict(self.decode(evaluate.Method(f'cospec lam={lam:g}', rule=CoSpec(Exact(), policy),
+                                               rule_params={'policy': params, 'lam': float(lam)}),
+                               config, target, draft, task, data, 'validation', config.seed),
+                   method=f'cospec lam={lam:g}', lam=float(lam)) for lam in config.table.lams]
+    out = {'step': step, 'points': points}
+    files.write_atomically(path, json.dumps(out))
+    return out
+
   def choose_step(self, config, target, draft, task, data, steps, sampled: bool) -> tuple[int, list[dict]]:
     policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
     points = []
@@ -259,7 +302,8 @@ class Study:
         tuning = self.tune(target, draft, task, data, forks_path)
         self.log(f'REINFORCE settings chosen on validation: {tuning["chosen"]}')
       reference = self.reference(pair_seed, base, target, draft, task, data)
-      evals = {}
+      baselines = self.baselines(pair_seed, base, target, draft, task, data, forks_path) if s.pareto_check else None
+      evals, curves = {}, {}
       for arbiter_seed in s.arbiter_seeds:
         for run in runs:
           workdir = os.path.join(self.pair_dir(pair_seed), _dir_name(run), f'seed{arbiter_seed}')
@@ -270,12 +314,14 @@ class Study:
           if not done:
             self.train_arbiter(config, forks_path)
           evals[(arbiter_seed, run)] = result = self.evaluate_run(config, run, target, draft, task, data)
+          if s.pareto_check and 'supervised+reinforce' in result['arms']:
+            curves[arbiter_seed] = self.curve(config, result, target, draft, task, data)
           self.done_runs += 1
           summary = ', '.join(f'{a} {v["test"]["0"]["accuracy"]:.1%}' for a, v in result['arms'].items())
           self.log(f'run {self.done_runs}/{total}: pair {pair_seed}, arbiter seed {arbiter_seed}, {run}: ' +
                    ('already done, skipped' if done else f'done in {time.time() - t0:.0f} s') + f' ({summary})')
       per_pair[pair_seed] = {'reference': reference, 'evals': evals, 'forks': evaluate.fork_counts(
-          counterfactual.Forks.load(forks_path))}
+          counterfactual.Forks.load(forks_path)), 'baselines': baselines, 'curves': curves}
     study = study_report.summarize(self.config, per_pair, tuning, time.time() - self.t_start)
     study_report.write(study, self.workdir)
     self.log(f'finished; {self.workdir}/study.json, study.md, study.png')

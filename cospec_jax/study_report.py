@@ -4,7 +4,9 @@ Per ablation, across every (pair seed, arbiter seed) run: the mean and a 95% t-i
 accuracy and tokens per target call (at lam = 0 and at the largest lam), of the gain over target-only and of the
 difference from the supervised warm start of the same run; per pair seed the mean. Pooled paired tests add up every
 run's problems won and lost (exact McNemar on the sums; the runs share their problems, so the pooled p is a summary
-of consistency, not of independent samples: the t-intervals over runs are the primary figures).
+of consistency, not of independent samples: the t-intervals over runs are the primary figures). Per (pair seed,
+arbiter seed), the Pareto check on validation: the baseline points above the shipped arm's CoSpec curve, each with
+its paired test.
 """
 
 from __future__ import annotations
@@ -39,6 +41,23 @@ def _pooled(pairs) -> dict:
   gained, lost = (int(sum(p[i] for p in pairs)) for i in (0, 1))
   p = stats.binomtest(gained, gained + lost).pvalue if gained + lost else 1.0
   return {'gained': gained, 'lost': lost, 'mcnemar_p': float(p)}
+
+
+def pareto_checks(per_pair: dict) -> list[dict]:
+  """`evaluate.pareto_check` of each (pair seed, arbiter seed): the pair's baseline sweeps against that arbiter's
+  CoSpec curve, all on validation (Study.baselines, Study.curve)."""
+  out = []
+  for pair_seed, pair in per_pair.items():
+    if not pair.get('baselines'):
+      continue
+    with_bools = lambda points: [dict(p, correct=_bools(p['correct'])) for p in points]  # noqa: E731
+    sweeps = {family: with_bools(points) for family, points in pair['baselines'].items()}
+    for arbiter_seed, curve in pair['curves'].items():
+      check = evaluate.pareto_check(dict(sweeps, cospec=with_bools(curve['points'])))
+      out.append({'pair_seed': pair_seed, 'arbiter_seed': arbiter_seed, 'step': curve['step'],
+                  'curve': [{k: p[k] for k in ('lam', 'accuracy', 'tokens_per_target_call')} for p in curve['points']],
+                  'points': check['points'], 'beating': check['beating']})
+  return out
 
 
 def summarize(config, per_pair: dict, tuning: dict, seconds: float) -> dict:
@@ -112,7 +131,7 @@ def summarize(config, per_pair: dict, tuning: dict, seconds: float) -> dict:
           'validation_problems': s.validation_examples, 'test_problems': s.test_examples,
           'rl_steps': config.arbiter.rl.steps, 'tuning': tuning, 'references': references,
           'forks': {str(seed): pair['forks'] for seed, pair in per_pair.items()},
-          'ablations': ablations, 'runs': runs, 'seconds': seconds}
+          'ablations': ablations, 'runs': runs, 'pareto_checks': pareto_checks(per_pair), 'seconds': seconds}
 
 
 def _fmt(mi: dict, scale: float = 100.0, digits: int = 1, sign: bool = False) -> str:
@@ -161,6 +180,26 @@ def format_markdown(study: dict) -> str:
         f' | {ref["spd greedy"]["test"]["tokens_per_target_call"]:.2f} | ' + ' | '.join(
             f'{a["per_pair_seed"][str(seed)]["test_accuracy"]:.1%} ({a["per_pair_seed"][str(seed)]["gain_over_target_only"]:+.1%})'
             for a in study['ablations'].values()) + ' |')
+  checks = study.get('pareto_checks')
+  if checks:
+    above = sum(len(c['beating']) for c in checks)
+    significant = sum(b['mcnemar_p'] < 0.05 for c in checks for b in c['beating'])
+    lines += ['', '## Pareto check on validation', '',
+              f'Each CoSpec curve (supervised+reinforce at its chosen checkpoint, over the table\'s lams) against its '
+              f'pair\'s baselines, the table\'s grids swept on the same {study["validation_problems"]} validation '
+              f'problems ({checks[0]["points"]} points per pair): a point above the curve is more accurate and keeps '
+              'more tokens per call than one of its points, and is tested (exact McNemar, paired, uncorrected) '
+              f'against the curve point it beats with the smallest p. Over {len(checks)} curves: {above} points above '
+              f'a curve, {significant} of them with p < 0.05.', '',
+              '| pair seed | arbiter seed | step | curve (lam: acc. / tokens per call) | points above | p < 0.05 | '
+              'smallest p |', '|---|---|---|---|---|---|---|']
+    for c in checks:
+      best = min(c['beating'], key=lambda b: b['mcnemar_p'], default=None)
+      lines.append(f'| {c["pair_seed"]} | {c["arbiter_seed"]} | {c["step"]} | ' + '; '.join(
+          f'{p["lam"]:g}: {p["accuracy"]:.1%} / {p["tokens_per_target_call"]:.2f}' for p in c['curve']) +
+          f' | {len(c["beating"])} | {sum(b["mcnemar_p"] < 0.05 for b in c["beating"])} | ' + (
+              f'{best["mcnemar_p"]:.2g} ({best["method"]} over lam {best["beats"].split("=")[-1]}, '
+              f'+{best["gained"]}/-{best["lost"]})' if best else '-') + ' |')
   tuning = study['tuning']
   lines += ['', f'REINFORCE settings, chosen on validation (pair seed {tuning.get("pair_seed", "-")}, arbiter seed '
             f'{tuning.get("arbiter_seed", "-")}, not a study seed): {tuning["chosen"]}.']

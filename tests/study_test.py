@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cospec_jax import study, study_report
+from cospec_jax import evaluate, study, study_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +30,8 @@ def smoke(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('study'))
   first = _run(workdir, '--config.study.arbiter_seeds=0')
   assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-  eval_files = [os.path.join(dp, f) for dp, _, fs in os.walk(workdir) for f in fs if f == study.EVAL_FILE]
+  eval_files = [os.path.join(dp, f) for dp, _, fs in os.walk(workdir) for f in fs
+                if f in (study.EVAL_FILE, study.CURVE_FILE, 'baselines.json')]
   stamps = {p: (os.stat(p).st_mtime_ns, open(p).read()) for p in eval_files}
   second = _run(workdir)
   assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
@@ -73,6 +74,37 @@ def test_summary_follows_from_the_runs(smoke):
       sup = {r['arbiter_seed']: r for r in s['runs'] if r['ablation'] == 'supervised'}
       assert a['minus_supervised']['validation']['mean'] == pytest.approx(np.mean(
           [r['validation']['accuracy'] - sup[r['arbiter_seed']]['validation']['accuracy'] for r in runs]))
+
+
+def test_pareto_check_follows_from_the_sweeps(smoke):
+  """Per arbiter seed: the pair's baseline sweeps (no CoSpec among them) and the shipped arm's curve over the table's
+  lams at its chosen step, all on validation; the points listed above the curve are exactly those more accurate and
+  faster than one of its points, each with the McNemar test against the curve point it beats."""
+  s, workdir = smoke['study'], smoke['workdir']
+  with open(os.path.join(workdir, 'pair0', 'baselines.json')) as f:
+    baselines = json.load(f)
+  assert {'spd greedy', 'judge', 'judge fix-aware', 'threshold'} <= set(baselines)
+  assert not any(family.startswith('cospec') for family in baselines)
+  points = [p for family in baselines.values() for p in family]
+  for p in points:
+    assert len(p['correct']) == s['validation_problems'] and p['accuracy'] == pytest.approx(_bits_mean(p['correct']))
+  checks = {c['arbiter_seed']: c for c in s['pareto_checks']}
+  assert sorted(checks) == [0, 1] and all(c['points'] == len(points) for c in checks.values())
+  for seed, c in checks.items():
+    with open(os.path.join(workdir, 'pair0', 'supervised_reinforce', f'seed{seed}', study.CURVE_FILE)) as f:
+      curve = json.load(f)
+    arm = next(r for r in s['runs'] if r['ablation'] == 'supervised+reinforce' and r['arbiter_seed'] == seed)
+    assert curve['step'] == c['step'] == arm['step'] and [p['lam'] for p in curve['points']] == [0.0, 1.0]
+    above = [p for p in points if any(p['accuracy'] > q['accuracy'] and
+                                      p['tokens_per_target_call'] > q['tokens_per_target_call']
+                                      for q in curve['points'])]
+    assert [b['method'] for b in c['beating']] == [p['method'] for p in above]
+    for b, p in zip(c['beating'], above):
+      beaten = next(q for q in curve['points'] if q['method'] == b['beats'])
+      assert (b['gained'], b['lost'], b['mcnemar_p']) == evaluate.mcnemar(
+          [x == '1' for x in p['correct']], [x == '1' for x in beaten['correct']])
+  with open(os.path.join(workdir, 'study.md')) as f:
+    assert '## Pareto check on validation' in f.read()
 
 
 def test_resumed_study_reuses_finished_runs_untouched(smoke):
