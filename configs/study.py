@@ -12,6 +12,9 @@ running, with pair seed 0 copied from the pipeline run (training a pair adds abo
 per pair 11 min of training, 1.5-2 min of forks, 9 arbiters of 100 REINFORCE steps at 1.5-5 min each with their
 evaluation. Today's draft is 3.2x larger: on a 2-core machine half as fast, its stage took 8.8-10.1 min against
 5.8 min for the earlier draft's (2026-12-03, data set included), so expect a few more minutes per pair.
+This round's run (the shipped pair and arbiter, 2026-12-04, this machine): the settings grid took 31 min (4 points
+at 6.5-8 min with their validation), and an arbiter 6-8 min with its evaluation; with the Pareto check (about 6 min
+per pair, estimated) expect 4.5-5 hours with pair seed 0 copied in.
 Reproduces: docs/study/ (study.json, study.md, study.png) and the README's statement of how much of CoSpec's gain
 comes from supervision and how much from REINFORCE (cospec_jax/study.py says what each ablation is). docs/study/ is
 still the first run's (13f38b4: the earlier pair, with the 0.10M draft, and arbiter); this config has not yet been
