@@ -18,7 +18,9 @@ Finished stages are skipped when the command is run again.
 Runtime: 47 min 21 s on an idle 2-core CPU (AMD EPYC), install included, measured 2026-12-03 in one run from a clean
 clone of 0853fe0 (install 1.2 min, data and draft 8.8 min, target 15.3 min, arbiter 8.8 min of which forking 1.8,
 table 12.7 min, trace 0.5 min), on a machine about half as fast as the one where the earlier pair (the 0.10M draft)
-took 22 min 31 s (44e1d52, 2026-12-02); today's pair has not been timed there (README); smoke 76 s (idle).
+took 22 min 31 s (44e1d52, 2026-12-02); today's pair has not been timed there (README). The README's table is a
+later run of the arbiter, table and trace stages on that pair (2026-12-04: 7.2, 17.1 and 0.9 min, the forks reused);
+smoke 76 s (idle).
 Reproduces: the README's comparison table under the validation protocol (results.json, table.md, pareto.png in
 <workdir>/table; every choice on validation, test read once) and the collaboration trace
 (<workdir>/trace/trace.html).

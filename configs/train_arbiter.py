@@ -9,8 +9,9 @@ Smoke (used by the tests, with a pair the test trains):
 Make it bigger: more forked problems (config.warm_start.problems), more REINFORCE (config.rl.steps, prompts_per_step,
 rollouts_per_prompt), a wider policy (config.policy); a real pair by checkpoint path: configs/paper.py.
 Runtime: 8 min 47 s on an idle 2-core CPU with today's pair, measured in the pipeline 2026-12-03: forking 1,000
-problems 1 min 48 s, then the fit, 200 REINFORCE steps and the checkpoint checks (3 min 52 s with the earlier pair on
-a machine about twice as fast, 2026-12-02); smoke ~30 s.
+problems 1 min 48 s, then the fit, 200 REINFORCE steps and the checkpoint checks (7 min 9 s with the forks reused and
+this file's learning rate and entropy bonus, 2026-12-04; 3 min 52 s with the earlier pair on a machine about twice
+as fast, 2026-12-02); smoke ~30 s.
 Reproduces: the arbiter the README's table evaluates (configs/reproduce_table.py).
 Writes <workdir>/counterfactual_forks.npz (the labelled forks), checkpoints (orbax, every save_every steps), done.json.
 """
