@@ -13,8 +13,8 @@ per pair 11 min of training, 1.5-2 min of forks, 9 arbiters of 100 REINFORCE ste
 evaluation. Today's draft is 3.2x larger: on a 2-core machine half as fast, its stage took 8.8-10.1 min against
 5.8 min for the earlier draft's (2026-12-03, data set included), so expect a few more minutes per pair.
 This round's run (the shipped pair and arbiter, 2026-12-04, this machine): the settings grid took 31 min (4 points
-at 6.5-8 min with their validation), and an arbiter 6-8 min with its evaluation; with the Pareto check (about 6 min
-per pair, estimated) expect 4.5-5 hours with pair seed 0 copied in.
+at 6.5-8 min with their validation), and an arbiter 6-8 min with its evaluation; with the Pareto check (4.4 min per
+pair and 0.7 min per arbiter seed, measured on pair 0) expect 4.5-5 hours with pair seed 0 copied in.
 Reproduces: docs/study/ (study.json, study.md, study.png) and the README's statement of how much of CoSpec's gain
 comes from supervision and how much from REINFORCE (cospec_jax/study.py says what each ablation is). docs/study/ is
 still the first run's (13f38b4: the earlier pair, with the 0.10M draft, and arbiter); this config has not yet been
@@ -54,7 +54,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       lams=(0.0, 2.0),  # Test is read at each: the accurate end and the fast end (the largest trained lam).
       # Validation only: the table's baselines (config.arbiter.table's grids) swept on each pair, against each
       # arbiter seed's CoSpec curve over config.arbiter.table.lams: is any baseline point above a curve by more
-      # than chance? About 6 min per pair and 1 min per arbiter seed on the 2-core CPU (estimated).
+      # than chance? 4.4 min per pair and 0.7 min per arbiter seed on the 2-core CPU (pair 0, 2026-12-04).
       pareto_check=True,
       validation_examples=16 if smoke else 300,  # Every checkpoint and setting is chosen on these.
       test_examples=32 if smoke else 500,  # Read once per arm, at the chosen checkpoint.
