@@ -202,11 +202,9 @@ class Study:
         return json.load(f)
     step = result['arms']['supervised+reinforce']['step']
     params = arbiter.restore_state(config, config.arbiter_workdir, step).params
-    policy = ArbiterPolicy(config.policy.hidden, config.policy.projection)
-    points = [dict(self.decode(evaluate.Method(f'cospec lam={lam:g}', rule=CoSpec(Exact(), policy),
-                                               rule_params={'policy': params, 'lam': float(lam)}),
-                               config, target, draft, task, data, 'validation', config.seed),
-                   method=f'cospec lam={lam:g}', lam=float(lam)) for lam in config.table.lams]
+    methods = evaluate.families(config, {'cospec': params}, {})['cospec']  # The table's points, one per lam.
+    points = [dict(self.decode(m, config, target, draft, task, data, 'validation', config.seed), method=m.name,
+                   lam=m.lam) for m in methods]
     out = {'step': step, 'points': points}
     files.write_atomically(path, json.dumps(out))
     return out

@@ -43,6 +43,11 @@ def _pooled(pairs) -> dict:
   return {'gained': gained, 'lost': lost, 'mcnemar_p': float(p)}
 
 
+def _with_bools(points: list[dict]) -> list[dict]:
+  """Points whose 'correct' bit strings (as the study stores them) are boolean arrays (as pareto_check reads them)."""
+  return [dict(p, correct=_bools(p['correct'])) for p in points]
+
+
 def pareto_checks(per_pair: dict) -> list[dict]:
   """`evaluate.pareto_check` of each (pair seed, arbiter seed): the pair's baseline sweeps against that arbiter's
   CoSpec curve, all on validation (Study.baselines, Study.curve)."""
@@ -50,10 +55,9 @@ def pareto_checks(per_pair: dict) -> list[dict]:
   for pair_seed, pair in per_pair.items():
     if not pair.get('baselines'):
       continue
-    with_bools = lambda points: [dict(p, correct=_bools(p['correct'])) for p in points]  # noqa: E731
-    sweeps = {family: with_bools(points) for family, points in pair['baselines'].items()}
+    sweeps = {family: _with_bools(points) for family, points in pair['baselines'].items()}
     for arbiter_seed, curve in pair['curves'].items():
-      check = evaluate.pareto_check(dict(sweeps, cospec=with_bools(curve['points'])))
+      check = evaluate.pareto_check(dict(sweeps, cospec=_with_bools(curve['points'])))
       out.append({'pair_seed': pair_seed, 'arbiter_seed': arbiter_seed, 'step': curve['step'],
                   'curve': [{k: p[k] for k in ('lam', 'accuracy', 'tokens_per_target_call')} for p in curve['points']],
                   'points': check['points'], 'beating': check['beating']})
