@@ -6,19 +6,17 @@ Smoke (one tiny pair, two arbiter seeds; exercised by the tests):
   python -m cospec_jax.main --config=configs/study.py:smoke --workdir=/tmp/study_smoke
 Make it bigger: --config.study.pair_seeds=0,1,2,3,4 --config.study.arbiter_seeds=0,1,2,3; more REINFORCE with
 --config.arbiter.rl.steps=200 (a finished study's runs are then refused: use a new --workdir).
-Runtime: the first run (the earlier pair and arbiter), measured 2026-12-02 from a clean clone of 13f38b4: 152 min
-of wall-clock, of which 40 min stopped (two CI runs) and the rest shared with other work, so about 112 min of
-running, with pair seed 0 copied from the pipeline run (training a pair adds about 11 min): the settings grid 10 min;
-per pair 11 min of training, 1.5-2 min of forks, 9 arbiters of 100 REINFORCE steps at 1.5-5 min each with their
-evaluation. Today's draft is 3.2x larger: on a 2-core machine half as fast, its stage took 8.8-10.1 min against
-5.8 min for the earlier draft's (2026-12-03, data set included), so expect a few more minutes per pair.
-This round's run (the shipped pair and arbiter, 2026-12-04, this machine): the settings grid took 31 min (4 points
-at 6.5-8 min with their validation), and an arbiter 6-8 min with its evaluation; with the Pareto check (4.4 min per
-pair and 0.7 min per arbiter seed, measured on pair 0) expect 4.5-5 hours with pair seed 0 copied in.
-Reproduces: docs/study/ (study.json, study.md, study.png) and the README's statement of how much of CoSpec's gain
-comes from supervision and how much from REINFORCE (cospec_jax/study.py says what each ablation is). docs/study/ is
-still the first run's (13f38b4: the earlier pair, with the 0.10M draft, and arbiter); this config has not yet been
-run in full.
+Runtime: the run in docs/study/ (the shipped pair and arbiter, a 2-core AMD EPYC VM, 2026-12-03/04, started from a
+clean clone of 7595643 and finished on b3d174c, same results): about 5.5 hours of wall-clock over three sessions,
+including restarts and pauses while CI ran, with pair seed 0 copied in from the pipeline's run. Its parts: the settings
+grid 31 min (4 points at 6.5-8 min with their validation); per new pair the draft 7.5-9 min, the target 8.6-13.7 min,
+forks 1.6 min, the Pareto check's baseline sweep 3-4.4 min; per arbiter seed supervised+reinforce 5.2-7.7 min,
+reinforce 3.3-6.2 min and hidden states 4.2-5.8 min, each with its evaluation. These parts add up to about 3.8
+hours uninterrupted (4.1 with pair 0 trained too).
+Reproduces: docs/study/ (study.json, study.md, study.png) and the README's seed-study statements (how much of CoSpec's
+gain comes from supervision and how much from REINFORCE; cospec_jax/study.py says what each ablation is): exactly on
+the same machine and versions, only statistically on another CPU (its kernels train different pairs from the same
+seeds).
 """
 
 import ml_collections
@@ -44,8 +42,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.arbiter.rl.save_every = 2 if smoke else 25  # Checkpoints: the candidates of the validation choice.
   config.arbiter.rl.entropy_coef = 0.0  # Any value: the tuning grid below sets it (and the learning rate).
   # The arbiter is the pipeline's (configs/train_arbiter.py: scalar features, lams 0..2); the study's first run
-  # (docs/study/, 13f38b4) trained the earlier one, hidden-state projections on lams 0..1: now the 'hidden states'
-  # ablation.
+  # (13f38b4, in git history) trained the earlier one, hidden-state projections on lams 0..1: now the 'hidden
+  # states' ablation.
   config.study = ml_collections.ConfigDict(dict(
       pair_seeds=(0,) if smoke else (0, 1, 2),  # Pair seed 0 is the pipeline's pair (same seeds).
       arbiter_seeds=(0, 1) if smoke else (0, 1, 2),  # Arbiter seed 0 is the pipeline's arbiter seed.
