@@ -12,11 +12,11 @@ labels CoSpec's warm start uses) over their thresholds, CoSpec over `lam` with t
 2. Test, once. Each family at its chosen point: accuracy with a 95% Wilson interval and a paired exact McNemar test
    against target-only (and CoSpec against its supervised warm start); draft tokens accepted per target call and
    target calls per generated token; wall-clock tokens/s and speedup against target-only decoding, and seconds per
-   verify step against SPD's (net of each call's prefill and host work, timed alike; gross too; and round by round,
-   its spread), measured in this
-   process at the accuracy run's batch size (on `timing.batch_problems`
-   problems) and at batch size 1 (on `timing.problems`), every row alike: all compiled first, then timed in
-   `timing.rounds` interleaved rounds, the fastest round counting (`time_rows`). On the test split's counterfactual
+   verify step against SPD's (net of each call's prefill, host work and first step, timed alike; gross too; and
+   round by round, its spread), measured in this process at the accuracy run's batch size (on
+   `timing.batch_problems` problems) and at batch size 1 (on `timing.problems`), every row alike: all compiled
+   first, then timed in `timing.rounds` rounds interleaved call by call, each call's fastest round counting
+   (`time_rows`). On the test split's counterfactual
    forks: the oracle's mismatches, and how often each arbiter's decisions agree with the counterfactual labels, per
    lam (diagnostics: they feed no choice).
 3. Transfer. When the data mix in a second family (tasks/arithmetic.py's `units`), target-only, SPD and CoSpec at
@@ -128,15 +128,17 @@ def fit_judges(config: ml_collections.ConfigDict, train_forks: counterfactual.Fo
 
 def compiled_pass(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
                   seed: int, mesh=None, pad_to: int = 0, continuous: bool = False, max_new: Optional[int] = None):
-  """A function that decodes every prompt with `method` and returns its figures and wall-clock seconds, compiled
-  (and run once) before it is returned. Every prompt is padded to the longest (or to `pad_to`, so validation and
-  test share one compiled shape), so one compiled shape serves all batches. The same seeds every call, so every call
-  decodes the same tokens. With a mesh, the params must already be placed on it (arbiter.load_pair).
+  """A pass over every prompt with `method`, compiled (and run once) before it is returned: a generator function
+  whose each item is one decode call's figures and wall-clock seconds, its host work included (`run_pass` sums a
+  whole pass). Every prompt is padded to the longest (or to `pad_to`, so validation and test share one compiled
+  shape), so one compiled shape serves all batches. The same seeds every call, so every call decodes the same tokens.
+  With a mesh, the params must already be placed on it (arbiter.load_pair).
 
-  The table's passes decode in consecutive chunks of `batch_size` rows (static batching); `continuous` decodes all
-  prompts through `batch_size` rows in one call, finished rows refilled (decoding/continuous.py; `table_batching`
-  compares the two), and then `loop_steps` is None (the loop's iterations are not counted). `max_new` (speculative
-  methods, static batching): every row's budget; 0 runs each call's prefill and host work alone, no loop step."""
+  The table's passes decode in consecutive chunks of `batch_size` rows (static batching), one call each;
+  `continuous` decodes all prompts through `batch_size` rows in one call, finished rows refilled
+  (decoding/continuous.py; `table_batching` compares the two), and then `loop_steps` is None (the loop's iterations
+  are not counted). `max_new` (speculative methods, static batching): every row's budget; 1 runs each call's prefill,
+  host work and one loop step (`time_rows`)."""
   rng = jax.random.PRNGKey(seed)
   buckets = (max([pad_to] + [len(p) for p in prompts]),)
   if method.model is not None:
@@ -158,18 +160,33 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
                                          method.row_params, buckets, max_new)
   next(iter(chunks()))[0].tokens_BxT.block_until_ready()  # Compile.
 
-  def run_pass() -> dict:
-    completions, generated, calls, steps = [], 0, 0, 0
-    t0 = time.perf_counter()
-    for gen, n in chunks():
+  def timed_calls():
+    calls = iter(chunks())
+    while True:
+      t0 = time.perf_counter()  # Each call's clock runs only while it runs: passes may be interleaved call by call.
+      try:
+        gen, n = next(calls)
+      except StopIteration:
+        return
       st = sharding.fetch(gen.stats)
-      completions += gen.completions()[:n]
-      generated, calls = generated + int(st.generated_B[:n].sum()), calls + int(st.target_calls_B[:n].sum())
-      steps += int(st.target_calls_B.max())  # Iterations of the decode loop: one batched target call each.
-    return {'completions': completions, 'generated': generated, 'target_calls': calls,
-            'loop_steps': None if continuous else steps, 'seconds': time.perf_counter() - t0}
+      yield {'completions': gen.completions()[:n], 'generated': int(st.generated_B[:n].sum()),
+             'target_calls': int(st.target_calls_B[:n].sum()),
+             # Iterations of the decode loop: one batched target call each.
+             'loop_steps': None if continuous else int(st.target_calls_B.max()),
+             'seconds': time.perf_counter() - t0}
 
-  return run_pass
+  return timed_calls
+
+
+def run_pass(timed_calls) -> dict:
+  """One whole pass of `compiled_pass`'s calls: completions in prompt order, counts and seconds summed, and each
+  call's seconds (`call_seconds`)."""
+  calls = list(timed_calls())
+  steps = [c['loop_steps'] for c in calls]
+  return {'completions': [x for c in calls for x in c['completions']],
+          'generated': sum(c['generated'] for c in calls), 'target_calls': sum(c['target_calls'] for c in calls),
+          'loop_steps': None if None in steps else sum(steps), 'seconds': sum(c['seconds'] for c in calls),
+          'call_seconds': [c['seconds'] for c in calls]}
 
 
 def release_programs(config) -> None:
@@ -186,9 +203,9 @@ def decode(method: Method, target, draft, prompts, batch_size: int, settings: De
            seed: int, repeats: int = 3, mesh=None, pad_to: int = 0, continuous: bool = False) -> dict:
   """Decodes every prompt with `method` (`compiled_pass`, static or `continuous` batching); returns completions,
   counts and the fastest of `repeats` timed passes."""
-  run_pass = compiled_pass(method, target, draft, prompts, batch_size, settings, gamma, seed, mesh, pad_to,
-                           continuous)
-  passes = [run_pass() for _ in range(repeats)]
+  timed_calls = compiled_pass(method, target, draft, prompts, batch_size, settings, gamma, seed, mesh, pad_to,
+                              continuous)
+  passes = [run_pass(timed_calls) for _ in range(repeats)]
   return dict(passes[0], seconds=min(p['seconds'] for p in passes))
 
 
@@ -199,25 +216,42 @@ def table_decode(config, method: Method, target, draft, prompts, settings: Decod
                 pad_to, config.table.continuous)
 
 
-def interleaved_rounds(passes: Sequence, rounds: int) -> tuple[np.ndarray, list[dict]]:
-  """Runs `rounds` rounds of the compiled passes (`compiled_pass`), each round every pass once, in order. Returns
-  (seconds_PxR: each pass's seconds in each round, each pass's first-round figures): a slow spell of the machine
-  falls on one round of every pass, not on all the runs of whichever pass it met."""
-  runs = [[run_pass() for run_pass in passes] for _ in range(rounds)]
-  return np.asarray([[r[j]['seconds'] for r in runs] for j in range(len(passes))]), runs[0]
+def interleaved_rounds(passes: Sequence, rounds: int) -> tuple[np.ndarray, list[dict], list[np.ndarray]]:
+  """Runs `rounds` rounds of the compiled passes (`compiled_pass`), each round every pass once, interleaved call by
+  call: each pass's next decode call in turn, so a slow spell of the machine (seconds long on a shared VM) falls on
+  neighbouring calls of every pass, not on whichever pass it met. Returns (seconds_PxR: each pass's seconds in each
+  round, each pass's first-round figures (`run_pass`), each pass's [rounds, calls] seconds of every call)."""
+  calls_P = [[] for _ in passes]  # calls_P[j][r]: pass j's figures of each call in round r.
+  for _ in range(rounds):
+    running = {j: timed_calls() for j, timed_calls in enumerate(passes)}
+    for j in running:
+      calls_P[j].append([])
+    while running:
+      for j in list(running):
+        call = next(running[j], None)
+        if call is None:
+          del running[j]
+        else:
+          calls_P[j][-1].append(call)
+  firsts = [run_pass(lambda c=calls[0]: iter(c)) for calls in calls_P]
+  seconds_PxRxC = [np.asarray([[c['seconds'] for c in r] for r in calls]) for calls in calls_P]
+  return np.asarray([s.sum(axis=1) for s in seconds_PxRxC]), firsts, seconds_PxRxC
 
 
 def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prompts, settings, mesh, pad_to: int,
               small_batch: int) -> list[dict]:
   """Wall-clock of each method at the table's batch (on timing.batch_problems problems) and at `small_batch` (on
-  timing.problems), measured alike for every row: all passes are compiled first, then timed in timing.rounds
-  interleaved rounds (each round times every method once at each batch size), and each figure is the fastest of its
-  rounds, so a slow spell of the machine falls on every row rather than on whichever row it met.
+  timing.problems), measured alike for every row: all passes are compiled first, then timed in timing.rounds rounds,
+  interleaved call by call (`interleaved_rounds`), and each pass's time is the sum over its decode calls of each
+  call's fastest round, so a slow spell of the machine is dropped call by call rather than whole passes at a time.
 
-  A speculative method's time per loop step (`seconds_per_step`: per batched target call) is net of each call's
-  fixed cost: the prefill of both models and the host's work, timed in the same rounds by the same compiled
-  program with a budget of 0 new tokens (`seconds_fixed`). Charged to the steps, that cost made every rule that
-  keeps more tokens per call (fewer steps per answer) look slower per step (`seconds_per_step_gross` keeps it)."""
+  A speculative method's time per loop step (`seconds_per_step`: per batched target call) is net of what each call
+  costs besides its steps: the prefill of both models, the host's work and the loop's first step, timed in the same
+  rounds by the same compiled program with a budget of 1 new token, which runs one step per call
+  (`seconds_one_step`); so it is the time of every step after each call's first. Charged to the steps, that cost
+  made every rule that keeps more tokens per call (fewer steps per answer) look slower per step
+  (`seconds_per_step_gross` keeps it); a budget of 0 (no step) left in it about 2 ms per call at batch 1 that only
+  calls which decode pay (2026-12-04, this pair)."""
   t = config.table
   subsets = {'': (t.batch_size, prompts[:t.timing.batch_problems]), '_batch1': (small_batch, prompts[:t.timing.problems])}
   passes, keys = [], []
@@ -225,32 +259,33 @@ def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prom
     for suffix, (batch, some) in subsets.items():
       m = method if method.row_params is None else dataclasses.replace(
           method, row_params={k: v[:len(some)] for k, v in method.row_params.items()})
-      for budget in (None,) if method.model is not None else (None, 0):
+      for budget in (None,) if method.model is not None else (None, 1):
         passes.append(compiled_pass(m, target, draft, some, batch, settings, config.rl.gamma, config.seed + i, mesh,
                                     pad_to if suffix == '' else 0, max_new=budget))
         keys.append((j, suffix, budget))
-  seconds_PxR, firsts = interleaved_rounds(passes, t.timing.rounds)
-  timed = {key: (first, seconds_R) for key, first, seconds_R in zip(keys, firsts, seconds_PxR)}
+  seconds_PxR, firsts, seconds_PxRxC = interleaved_rounds(passes, t.timing.rounds)
+  timed = {key: (first, seconds_R, float(calls_RxC.min(axis=0).sum()))
+           for key, first, seconds_R, calls_RxC in zip(keys, firsts, seconds_PxR, seconds_PxRxC)}
   out = []
   for j in range(len(methods)):
     figures = {}
     for suffix in subsets:
-      first, seconds_R = timed[(j, suffix, None)]
-      seconds = seconds_R.min()
+      first, seconds_R, seconds = timed[(j, suffix, None)]
       figures[f'tokens_per_s{suffix}'] = first['generated'] / seconds
       steps = max(first['loop_steps'], 1)
       gross = seconds / steps  # Per batched target call, the call's fixed cost included.
       figures[f'seconds_per_step{suffix}'] = gross
-      if (j, suffix, 0) in timed:  # A speculative method: its fixed cost was timed too.
-        fixed_R = timed[(j, suffix, 0)][1]
-        fixed = fixed_R.min()
-        figures.update({f'seconds_per_step_gross{suffix}': gross, f'seconds_fixed{suffix}': fixed,
-                        # None: the fixed cost's fastest round was not shorter than the decode's (noise on tiny
-                        # models); no rate is computed from it.
-                        f'seconds_per_step{suffix}': (seconds - fixed) / steps if seconds > fixed else None,
-                        # Each round's own net time per step (None where that round's fixed pass was the longer).
-                        f'seconds_per_step_rounds{suffix}': [(s - f) / steps if s > f else None
-                                                             for s, f in zip(seconds_R, fixed_R)]})
+      if (j, suffix, 1) in timed:  # A speculative method: its one-step calls were timed too.
+        one, one_R, one_seconds = timed[(j, suffix, 1)]
+        later = steps - one['loop_steps']  # The steps after each call's first.
+        figures.update({f'seconds_per_step_gross{suffix}': gross, f'seconds_one_step{suffix}': one_seconds,
+                        # None: the one-step calls timed no faster than the whole decode (noise on tiny models, or
+                        # calls of one step each); no rate is computed from it.
+                        f'seconds_per_step{suffix}': ((seconds - one_seconds) / later
+                                                      if seconds > one_seconds and later > 0 else None),
+                        # Each round's own net time per step (None where that round's one-step pass was the longer).
+                        f'seconds_per_step_rounds{suffix}': [(s - f) / later if s > f and later > 0 else None
+                                                             for s, f in zip(seconds_R, one_R)]})
     out.append(figures)
   return out
 

@@ -37,9 +37,10 @@ def format_table(results: dict) -> str:
                      if 'step_rate_vs_spd' in r else '- |'))
   gross = [r for r in results['rows'] if 'step_rate_vs_spd_gross' in r]
   if gross:
-    lines += ['', 'Step rate vs SPD: seconds per verify step, net of each call\'s fixed cost (both prefills and the '
-              'host\'s work, timed by the same program with a budget of 0 tokens), SPD\'s over the row\'s. Gross, the '
-              'fixed cost charged to the steps (it favours rules with more steps per answer): ' + '; '.join(
+    lines += ['', 'Step rate vs SPD: seconds per verify step, net of what each call costs besides its steps (both '
+              'prefills, the host\'s work and the first step, timed by the same program with a budget of 1 token), '
+              'SPD\'s over the row\'s. Gross, that cost charged to the steps (it favours rules with more steps per '
+              'answer): ' + '; '.join(
                   f'{r["method"]} {_rate(r["step_rate_vs_spd_gross"])} / {_rate(r["step_rate_vs_spd_gross_batch1"])}'
                   for r in gross) + '.']
   spread = [r for r in results['rows'] if r.get('step_rate_vs_spd_rounds') and r['family'] != 'spd greedy']

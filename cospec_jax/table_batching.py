@@ -57,7 +57,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, rounds: int = 2, refill
   passes = {(m.name, mode): evaluate.compiled_pass(m, target, draft, prompts, batch, s, a.rl.gamma, a.seed, mesh,
                                                    continuous=mode != 'static')
             for m in methods for mode, s in modes.items()}
-  seconds_PxR, firsts = evaluate.interleaved_rounds(list(passes.values()), rounds)
+  seconds_PxR, firsts, _ = evaluate.interleaved_rounds(list(passes.values()), rounds)
   seconds, outs = dict(zip(passes, seconds_PxR.min(1).tolist())), dict(zip(passes, firsts))
   rows = []
   for m in methods:
