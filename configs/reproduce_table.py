@@ -50,9 +50,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       judge_max_harm=(0.5,) if smoke else (0.1, 0.3, 0.5, 0.7, 0.9),  # Both judges keep the draft below this.
       judge_lam=1.0,  # The fix-aware judge's labels are the warm start's at this lam (harmless forks count).
       lams=(0.0, 1.0) if smoke else (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),  # CoSpec's (and the supervised arbiter's) knob.
-      # Wall-clock, every test row alike (evaluate.time_rows): compiled first, then timed in interleaved rounds.
+      # Wall-clock, every test row alike (evaluate.time_rows): compiled first, then timed in rounds interleaved
+      # call by call; speculative rows also with a one-step budget, so their time per step is net of each call's
+      # prefill, host work and first step.
       timing=dict(problems=8 if smoke else 100,  # Batch-1 timing runs on this many test problems...
                   batch_problems=32 if smoke else 250,  # ...and the table-batch timing on this many.
-                  rounds=1 if smoke else 3),  # Rounds of timing; each row's fastest round counts.
+                  rounds=1 if smoke else 3),  # Rounds of timing; each decode call's fastest round counts.
   ))
   return config

@@ -216,18 +216,23 @@ def table_decode(config, method: Method, target, draft, prompts, settings: Decod
                 pad_to, config.table.continuous)
 
 
-def interleaved_rounds(passes: Sequence, rounds: int) -> tuple[np.ndarray, list[dict], list[np.ndarray]]:
+def interleaved_rounds(passes: Sequence, rounds: int, seed: int = 0
+                       ) -> tuple[np.ndarray, list[dict], list[np.ndarray]]:
   """Runs `rounds` rounds of the compiled passes (`compiled_pass`), each round every pass once, interleaved call by
-  call: each pass's next decode call in turn, so a slow spell of the machine (seconds long on a shared VM) falls on
-  neighbouring calls of every pass, not on whichever pass it met. Returns (seconds_PxR: each pass's seconds in each
-  round, each pass's first-round figures (`run_pass`), each pass's [rounds, calls] seconds of every call)."""
+  call: at each turn every unfinished pass runs its next decode call, in an order shuffled turn by turn (`seed`).
+  So a slow spell of the machine (seconds long on a shared VM) falls on neighbouring calls of every pass, not on
+  whichever pass it met, and no pass always runs after the same one: on this VM a call ran faster after some
+  programs than after others (CoSpec's step rate against SPD's at batch 1 read 0.89 with SPD always right after
+  target-only, and 0.97 with CoSpec there, 2026-12-04). Returns (seconds_PxR: each pass's seconds in each round,
+  each pass's first-round figures (`run_pass`), each pass's [rounds, calls] seconds of every call)."""
+  order = np.random.RandomState(seed)
   calls_P = [[] for _ in passes]  # calls_P[j][r]: pass j's figures of each call in round r.
   for _ in range(rounds):
     running = {j: timed_calls() for j, timed_calls in enumerate(passes)}
     for j in running:
       calls_P[j].append([])
     while running:
-      for j in list(running):
+      for j in order.permutation(sorted(running)).tolist():
         call = next(running[j], None)
         if call is None:
           del running[j]

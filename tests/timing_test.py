@@ -1,6 +1,6 @@
 """The table's wall-clock protocol (evaluate.interleaved_rounds, evaluate.time_rows) on scripted passes: rounds
-interleave the passes call by call, each call counts its fastest round, and the time per step is net of each call's
-one-step cost."""
+interleave the passes call by call in shuffled orders, each call counts its fastest round, and the time per step is
+net of each call's one-step cost."""
 
 import ml_collections
 import numpy as np
@@ -29,8 +29,12 @@ def test_rounds_interleave_the_passes_call_by_call():
   passes = [_scripted('a', [[1, 2, 3], [4, 5, 6]], [1, 1, 1], log), _scripted('b', [[7], [8]], [2], log),
             _scripted('c', [[1, 1], [9, 9]], [3, 3], log)]
   seconds_PxR, firsts, seconds_PxRxC = evaluate.interleaved_rounds(passes, 2)
-  one_round = [('a', 0), ('b', 0), ('c', 0), ('a', 1), ('c', 1), ('a', 2)]
-  assert log == one_round + one_round
+  # Each turn runs every unfinished pass's next call, in an order that changes from turn to turn.
+  turns = [log[0:3], log[3:5], log[5:6], log[6:9], log[9:11], log[11:12]]
+  assert [sorted(t) for t in turns] == 2 * [[('a', 0), ('b', 0), ('c', 0)], [('a', 1), ('c', 1)], [('a', 2)]]
+  orders = []  # Three one-call passes over 12 rounds: one turn a round; a fixed order would give one order.
+  evaluate.interleaved_rounds([_scripted(name, [[1]] * 12, [1], orders) for name in 'xyz'], 12)
+  assert len({tuple(name for name, _ in orders[i:i + 3]) for i in range(0, 36, 3)}) > 1
   np.testing.assert_array_equal(seconds_PxR, [[6, 15], [7, 8], [2, 18]])
   np.testing.assert_array_equal(seconds_PxRxC[0], [[1, 2, 3], [4, 5, 6]])
   assert firsts[0]['loop_steps'] == 3 and firsts[2]['generated'] == 60 and firsts[1]['seconds'] == 7
