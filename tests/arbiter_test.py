@@ -174,7 +174,8 @@ def test_reproduce_table_smoke(setup, tmp_path):
     for suffix in ('', '_batch1'):
       net, gross = r[f'seconds_per_step{suffix}'], r[f'seconds_per_step_gross{suffix}']
       assert r[f'seconds_one_step{suffix}'] > 0 and gross > 0
-      assert net is None or 0 < net < gross  # None: the tiny models' fixed cost timed no faster than the decode.
+      # None: the one-step calls timed no faster than the decode (tiny models). Its arithmetic: tests/timing_test.py.
+      assert net is None or net > 0
       assert len(r[f'seconds_per_step_rounds{suffix}']) == results['timing_rounds']
   for suffix in ('', '_batch1'):  # Round by round: each round's SPD time per step over the same round's CoSpec time.
     rounds = [(s, c) for s, c in zip(spd[f'seconds_per_step_rounds{suffix}'],
