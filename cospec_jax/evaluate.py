@@ -130,7 +130,7 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
                   seed: int, mesh=None, pad_to: int = 0, continuous: bool = False, max_new: Optional[int] = None):
   """A pass over every prompt with `method`, compiled (and run once) before it is returned: a generator function
   whose each item is one decode call's figures and wall-clock seconds, its host work included (`run_pass` sums a
-  whole pass). Every prompt is padded to the longest (or to `pad_to`, so validation and test share one compiled
+  whole pass's calls). Every prompt is padded to the longest (or to `pad_to`, so validation and test share one compiled
   shape), so one compiled shape serves all batches. The same seeds every call, so every call decodes the same tokens.
   With a mesh, the params must already be placed on it (arbiter.load_pair).
 
@@ -178,15 +178,14 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
   return timed_calls
 
 
-def run_pass(timed_calls) -> dict:
-  """One whole pass of `compiled_pass`'s calls: completions in prompt order, counts and seconds summed, and each
-  call's seconds (`call_seconds`)."""
-  calls = list(timed_calls())
+def run_pass(calls) -> dict:
+  """The figures of one whole pass from its calls' (`compiled_pass`): completions in prompt order, counts and seconds
+  summed."""
+  calls = list(calls)
   steps = [c['loop_steps'] for c in calls]
   return {'completions': [x for c in calls for x in c['completions']],
           'generated': sum(c['generated'] for c in calls), 'target_calls': sum(c['target_calls'] for c in calls),
-          'loop_steps': None if None in steps else sum(steps), 'seconds': sum(c['seconds'] for c in calls),
-          'call_seconds': [c['seconds'] for c in calls]}
+          'loop_steps': None if None in steps else sum(steps), 'seconds': sum(c['seconds'] for c in calls)}
 
 
 def release_programs(config) -> None:
@@ -205,7 +204,7 @@ def decode(method: Method, target, draft, prompts, batch_size: int, settings: De
   counts and the fastest of `repeats` timed passes."""
   timed_calls = compiled_pass(method, target, draft, prompts, batch_size, settings, gamma, seed, mesh, pad_to,
                               continuous)
-  passes = [run_pass(timed_calls) for _ in range(repeats)]
+  passes = [run_pass(timed_calls()) for _ in range(repeats)]
   return dict(passes[0], seconds=min(p['seconds'] for p in passes))
 
 
@@ -238,7 +237,7 @@ def interleaved_rounds(passes: Sequence, rounds: int, seed: int = 0
           del running[j]
         else:
           calls_P[j][-1].append(call)
-  firsts = [run_pass(lambda c=calls[0]: iter(c)) for calls in calls_P]
+  firsts = [run_pass(calls[0]) for calls in calls_P]
   seconds_PxRxC = [np.asarray([[c['seconds'] for c in r] for r in calls]) for calls in calls_P]
   return np.asarray([s.sum(axis=1) for s in seconds_PxRxC]), firsts, seconds_PxRxC
 

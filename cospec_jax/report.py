@@ -16,10 +16,11 @@ def _rate(rate) -> str:
 def format_table(results: dict) -> str:
   """The table as Markdown: each method at its chosen point, on test."""
   small = results.get('small_batch', 1)
+  # Results of 02d50a8 on: calls interleaved, each call's fastest round, steps net of a one-step pass (budget 1).
+  one_step = any('seconds_one_step' in r for r in results['rows'])
   timing = (f'timing at batch {results["batch_size"]} on {results["timing_batch_problems"]} problems and at batch '
             f'{small} on {results["timing_problems"]}, ' + (
-                f'each call\'s fastest of {results["timing_rounds"]} rounds interleaved call by call'
-                if any('seconds_one_step' in r for r in results['rows'])  # Results of 02d50a8 on.
+                f'each call\'s fastest of {results["timing_rounds"]} rounds interleaved call by call' if one_step
                 else f'the fastest of {results["timing_rounds"]} interleaved rounds')
             if 'timing_rounds' in results else f'batch-{small} timing on {results["timing_problems"]} problems')
   lines = [f'{results["problems"]} test problems, gamma {results["gamma"]}, accuracy batch {results["batch_size"]}, '
@@ -41,9 +42,9 @@ def format_table(results: dict) -> str:
   gross = [r for r in results['rows'] if 'step_rate_vs_spd_gross' in r]
   if gross:
     net_of = ('what each call costs besides its steps (both prefills, the host\'s work and the first step, timed by '
-              'the same program with a budget of 1 token)' if 'seconds_one_step' in gross[0] else
+              'the same program with a budget of 1 token)' if one_step else
               'each call\'s fixed cost (both prefills and the host\'s work, timed by the same program with a budget of '
-              '0 tokens)')  # Results before 02d50a8.
+              '0 tokens)')
     lines += ['', f'Step rate vs SPD: seconds per verify step, net of {net_of}, SPD\'s over the row\'s. Gross, that '
               'cost charged to the steps (it favours rules with more steps per answer): ' + '; '.join(
                   f'{r["method"]} {_rate(r["step_rate_vs_spd_gross"])} / {_rate(r["step_rate_vs_spd_gross_batch1"])}'

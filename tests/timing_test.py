@@ -39,7 +39,7 @@ def test_rounds_interleave_the_passes_call_by_call():
   np.testing.assert_array_equal(seconds_PxRxC[0], [[1, 2, 3], [4, 5, 6]])
   assert firsts[0]['loop_steps'] == 3 and firsts[2]['generated'] == 60 and firsts[1]['seconds'] == 7
   assert [c.tolist() for c in firsts[0]['completions']] == [[0], [1], [2]]
-  assert firsts[0]['call_seconds'] == [1, 2, 3]
+  assert firsts[0]['seconds'] == 6  # The first round's calls, summed.
 
 
 def test_each_call_counts_its_fastest_round_and_steps_are_net_of_the_first(monkeypatch):
