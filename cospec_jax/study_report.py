@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 
 import numpy as np
 from scipy import stats
@@ -92,9 +93,23 @@ def summarize(config, per_pair: dict, tuning: dict, seconds: float) -> dict:
                                    for split, v in methods.items()}
                             for name, methods in pair['reference'].items()}
                 for seed, pair in per_pair.items()}
-  target_acc = {seed: pair['reference']['target-only'] for seed, pair in per_pair.items()}
+  ablations = summarize_ablations(runs, references, s.ablations, fast)
+  return {'pair_seeds': list(s.pair_seeds), 'arbiter_seeds': list(s.arbiter_seeds), 'lams': list(s.lams),
+          'validation_problems': s.validation_examples, 'test_problems': s.test_examples,
+          'rl_steps': config.arbiter.rl.steps, 'tuning': tuning, 'references': references,
+          'forks': {str(seed): pair['forks'] for seed, pair in per_pair.items()},
+          'ablations': ablations, 'runs': runs, 'pareto_checks': pareto_checks(per_pair), 'seconds': seconds}
+
+
+def summarize_ablations(runs: list[dict], references: dict, names, fast: str) -> dict:
+  """Each ablation's figures over its runs, from study.json's own `runs` and `references` (so a study.json can be
+  summarized again, `main`): mean and t-interval of accuracy and tokens per call at lam 0 and at the largest lam
+  (`fast`), the gain over the pair's target-only at both (test), the largest lam's tokens per call over the pair's plain
+  SPD (test), pooled paired tests, per-pair-seed means, and the difference from the same seed's warm start."""
+  target = {int(seed): ref['target-only'] for seed, ref in references.items()}
+  spd = {int(seed): ref['spd greedy']['test']['tokens_per_target_call'] for seed, ref in references.items()}
   ablations = {}
-  for name in s.ablations:
+  for name in names:
     rows = [r for r in runs if r['ablation'] == name]
     if not rows:
       continue
@@ -105,20 +120,24 @@ def summarize(config, per_pair: dict, tuning: dict, seconds: float) -> dict:
         'tokens_per_target_call': mean_interval([r['test']['0']['tokens_per_target_call'] for r in rows]),
         f'test_accuracy_lam{fast}': mean_interval([r['test'][fast]['accuracy'] for r in rows]),
         f'tokens_per_target_call_lam{fast}': mean_interval([r['test'][fast]['tokens_per_target_call'] for r in rows]),
+        f'gain_over_target_only_lam{fast}': mean_interval([r['test'][fast]['accuracy']
+                                                           - target[r['pair_seed']]['test']['accuracy'] for r in rows]),
+        f'tokens_over_spd_lam{fast}': mean_interval([r['test'][fast]['tokens_per_target_call'] / spd[r['pair_seed']]
+                                                     for r in rows]),
         'gain_over_target_only': {
             split: mean_interval([(r[split]['accuracy'] if split == 'validation' else r['test']['0']['accuracy'])
-                                  - target_acc[r['pair_seed']][split]['accuracy'] for r in rows])
+                                  - target[r['pair_seed']][split]['accuracy'] for r in rows])
             for split in ('validation', 'test')},
         'pooled_vs_target_only': {split: _pooled([(r[f'{split}_vs_target_only']['gained'],
                                                    r[f'{split}_vs_target_only']['lost']) for r in rows])
                                   for split in ('validation', 'test')},
         'per_pair_seed': {str(seed): {
             'test_accuracy': float(np.mean([r['test']['0']['accuracy'] for r in rows if r['pair_seed'] == seed])),
-            'gain_over_target_only': float(np.mean([r['test']['0']['accuracy'] - target_acc[seed]['test']['accuracy']
+            'gain_over_target_only': float(np.mean([r['test']['0']['accuracy'] - target[seed]['test']['accuracy']
                                                     for r in rows if r['pair_seed'] == seed])),
             'tokens_per_target_call': float(np.mean([r['test']['0']['tokens_per_target_call'] for r in rows
                                                      if r['pair_seed'] == seed]))}
-                          for seed in per_pair},
+                          for seed in target},
     }
     if all('validation_vs_supervised' in r for r in rows) and name != 'supervised':
       sup = {(r['pair_seed'], r['arbiter_seed']): r for r in runs if r['ablation'] == 'supervised'}
@@ -131,11 +150,7 @@ def summarize(config, per_pair: dict, tuning: dict, seconds: float) -> dict:
                                                       r[f'{split}_vs_supervised']['lost']) for r in rows])
                                      for split in ('validation', 'test')}
     ablations[name] = out
-  return {'pair_seeds': list(s.pair_seeds), 'arbiter_seeds': list(s.arbiter_seeds), 'lams': list(s.lams),
-          'validation_problems': s.validation_examples, 'test_problems': s.test_examples,
-          'rl_steps': config.arbiter.rl.steps, 'tuning': tuning, 'references': references,
-          'forks': {str(seed): pair['forks'] for seed, pair in per_pair.items()},
-          'ablations': ablations, 'runs': runs, 'pareto_checks': pareto_checks(per_pair), 'seconds': seconds}
+  return ablations
 
 
 def _fmt(mi: dict, scale: float = 100.0, digits: int = 1, sign: bool = False) -> str:
@@ -157,8 +172,9 @@ def format_markdown(study: dict) -> str:
            '',
            f'| ablation | validation acc. | test acc. | gain over target-only (val.) | gain over target-only (test) | '
            f'minus supervised (val.) | minus supervised (test) | tokens/call | test acc. at lam {fast} | '
-           f'tokens/call at lam {fast} | pooled vs target-only (test) | pooled vs supervised (val. / test) |',
-           '|---|---|---|---|---|---|---|---|---|---|---|---|']
+           f'tokens/call at lam {fast} | gain over target-only at lam {fast} (test) | tokens/call over SPD\'s at lam '
+           f'{fast} (test) | pooled vs target-only (test) | pooled vs supervised (val. / test) |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
   for name, a in study['ablations'].items():
     minus = a.get('minus_supervised')
     pooled = a.get('pooled_vs_supervised')
@@ -169,7 +185,8 @@ def format_markdown(study: dict) -> str:
         f'{_fmt(a["gain_over_target_only"]["test"], sign=True)} | '
         + (f'{_fmt(minus["validation"], sign=True)} | {_fmt(minus["test"], sign=True)} | ' if minus else '- | - | ')
         + f'{_fmt(a["tokens_per_target_call"], 1, 2)} | {_fmt(a[f"test_accuracy_lam{fast}"])} | '
-        f'{_fmt(a[f"tokens_per_target_call_lam{fast}"], 1, 2)} | +{pt["gained"]}/-{pt["lost"]} p={pt["mcnemar_p"]:.2g} | '
+        f'{_fmt(a[f"tokens_per_target_call_lam{fast}"], 1, 2)} | {_fmt(a[f"gain_over_target_only_lam{fast}"], sign=True)} | '
+        f'{_fmt(a[f"tokens_over_spd_lam{fast}"], 1, 2)}x | +{pt["gained"]}/-{pt["lost"]} p={pt["mcnemar_p"]:.2g} | '
         + (f'+{pooled["validation"]["gained"]}/-{pooled["validation"]["lost"]} p={pooled["validation"]["mcnemar_p"]:.2g}'
            f' / +{pooled["test"]["gained"]}/-{pooled["test"]["lost"]} p={pooled["test"]["mcnemar_p"]:.2g} |'
            if pooled else '- |'))
@@ -253,3 +270,23 @@ def write(study: dict, workdir: str) -> None:
   plot(study, os.path.join(workdir, 'study.png'))
   files.write_atomically(os.path.join(workdir, 'study.json'), json.dumps(study, indent=1))
   print(format_markdown(study))
+
+
+def main(argv) -> None:
+  """`python -m cospec_jax.study_report STUDY_DIR`: summarizes a finished study's study.json again from its own runs and
+  references (`summarize_ablations`, e.g. after a figure was added to the summary) and rewrites study.md, study.png and
+  study.json; the runs, references, forks and checks are kept as they are."""
+  if len(argv) != 2:
+    raise SystemExit(f'usage: python -m cospec_jax.study_report STUDY_DIR (got {argv[1:]})')
+  path = os.path.join(argv[1], 'study.json')
+  if not os.path.exists(path):
+    raise SystemExit(f'No study.json in {argv[1]!r}: pass the workdir of a finished study (configs/study.py).')
+  with open(path) as f:
+    study = json.load(f)
+  names = list(study['ablations'])
+  study['ablations'] = summarize_ablations(study['runs'], study['references'], names, f'{study["lams"][-1]:g}')
+  write(study, argv[1])
+
+
+if __name__ == '__main__':
+  main(sys.argv)

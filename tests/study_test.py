@@ -74,6 +74,32 @@ def test_summary_follows_from_the_runs(smoke):
       sup = {r['arbiter_seed']: r for r in s['runs'] if r['ablation'] == 'supervised'}
       assert a['minus_supervised']['validation']['mean'] == pytest.approx(np.mean(
           [r['validation']['accuracy'] - sup[r['arbiter_seed']]['validation']['accuracy'] for r in runs]))
+    fast = f'{s["lams"][-1]:g}'  # The largest lam: its gain over target-only and its speed over plain SPD's.
+    assert fast != '0'
+    assert a[f'gain_over_target_only_lam{fast}']['mean'] == pytest.approx(
+        np.mean([r['test'][fast]['accuracy'] for r in runs]) - ref['test']['accuracy'])
+    spd = s['references']['0']['spd greedy']['test']['tokens_per_target_call']
+    assert a[f'tokens_over_spd_lam{fast}']['mean'] == pytest.approx(
+        np.mean([r['test'][fast]['tokens_per_target_call'] for r in runs]) / spd)
+
+
+def test_a_finished_study_is_summarized_again_from_its_own_json(smoke, tmp_path):
+  """`python -m cospec_jax.study_report DIR` recomputes the ablations from study.json's runs and references alone:
+  the same figures the study wrote, the rest of study.json kept, study.md redrawn."""
+  s = smoke['study']
+  old = json.loads(json.dumps(s))
+  for a in old['ablations'].values():  # As written before a figure was added to the summary.
+    del a[f'tokens_over_spd_lam{s["lams"][-1]:g}']
+  (tmp_path / 'study.json').write_text(json.dumps(old))
+  out = subprocess.run([sys.executable, '-m', 'cospec_jax.study_report', str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads((tmp_path / 'study.json').read_text()) == s
+  with open(os.path.join(smoke['workdir'], 'study.md')) as f:
+    assert (tmp_path / 'study.md').read_text() == f.read()
+  missing = subprocess.run([sys.executable, '-m', 'cospec_jax.study_report', str(tmp_path / 'nowhere')], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+  assert missing.returncode != 0 and 'No study.json in' in missing.stderr
 
 
 def test_pareto_check_follows_from_the_sweeps(smoke):
