@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cospec_jax import files, sharding
+from cospec_jax import files, sharding, timing
 from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, Exact, SpeculativeDecoder, continuous
 from cospec_jax.decoding import prompts as prompts_lib
 from cospec_jax.decoding.prompts import pad_prompts
@@ -128,20 +128,19 @@ def call_loop(config: ModelConfig, params, batch_size: int, n_tokens: int, cache
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], rounds: int,
-                     warmups: Optional[dict[str, Callable[[], Any]]] = None) -> tuple[dict[str, list], dict[str, Any]]:
-  """Runs each fn (or its warmup) once to compile, then `rounds` rounds that each run every fn once, in order.
-  Returns ({name: [seconds of each round]}, {name: last result}). Figures take each program's fastest round: a slow
-  spell of the machine falls on one round of every program, not on all the repeats of whichever program it met (the
-  table's `evaluate.time_rows` times alike); a ratio computed round by round shows the run's own spread."""
+                     warmups: Optional[dict[str, Callable[[], Any]]] = None, seed: int = 0
+                     ) -> tuple[dict[str, list], dict[str, Any]]:
+  """Runs each fn (or its warmup) once to compile, then `rounds` rounds that each run every fn once, in an order
+  shuffled round by round (`timing.shuffled_rounds`, as the table's `evaluate.time_rows` times). Returns ({name:
+  [seconds of each round]}, {name: last result}). Figures take each program's fastest round: a slow spell of the
+  machine falls on one round of every program, not on all the repeats of whichever program it met; a ratio computed
+  round by round shows the run's own spread."""
   warmups = warmups or {}
-  outs = {name: jax.block_until_ready(warmups.get(name, fn)()) for name, fn in fns.items()}
-  seconds = {name: [] for name in fns}
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      outs[name] = jax.block_until_ready(fn())
-      seconds[name].append(time.perf_counter() - t0)
-  return seconds, outs
+  for name, fn in fns.items():
+    jax.block_until_ready(warmups.get(name, fn)())
+  calls = timing.shuffled_rounds([timing.one_call(fn) for fn in fns.values()], rounds, seed)
+  seconds = {name: [r[0][0] for r in calls_R] for name, calls_R in zip(fns, calls)}
+  return seconds, {name: calls_R[-1][0][1] for name, calls_R in zip(fns, calls)}
 
 
 def _prompts(batch_size: int, length: int, vocab_size: int, seed: int):

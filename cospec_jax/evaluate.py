@@ -48,7 +48,7 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from cospec_jax import files, report, selection, sharding
+from cospec_jax import files, report, selection, sharding, timing
 from cospec_jax.decoding import (AutoregressiveDecoder, DecodeSettings, Exact, RejectionSampling, Sampling,
                                  SpeculativeDecoder, make_rule)
 from cospec_jax.decoding.cospec import ArbiterPolicy, CoSpec
@@ -217,26 +217,10 @@ def table_decode(config, method: Method, target, draft, prompts, settings: Decod
 
 def interleaved_rounds(passes: Sequence, rounds: int, seed: int = 0
                        ) -> tuple[np.ndarray, list[dict], list[np.ndarray]]:
-  """Runs `rounds` rounds of the compiled passes (`compiled_pass`), each round every pass once, interleaved call by
-  call: at each turn every unfinished pass runs its next decode call, in an order shuffled turn by turn (`seed`).
-  So a slow spell of the machine (seconds long on a shared VM) falls on neighbouring calls of every pass, not on
-  whichever pass it met, and no pass always runs after the same one: on this VM a call ran faster after some
-  programs than after others (CoSpec's step rate against SPD's at batch 1 read 0.89 with SPD always right after
-  target-only, and 0.97 with CoSpec there, 2026-12-04). Returns (seconds_PxR: each pass's seconds in each round,
-  each pass's first-round figures (`run_pass`), each pass's [rounds, calls] seconds of every call)."""
-  order = np.random.RandomState(seed)
-  calls_P = [[] for _ in passes]  # calls_P[j][r]: pass j's figures of each call in round r.
-  for _ in range(rounds):
-    running = {j: timed_calls() for j, timed_calls in enumerate(passes)}
-    for j in running:
-      calls_P[j].append([])
-    while running:
-      for j in order.permutation(sorted(running)).tolist():
-        call = next(running[j], None)
-        if call is None:
-          del running[j]
-        else:
-          calls_P[j][-1].append(call)
+  """Runs `rounds` rounds of the compiled passes (`compiled_pass`), interleaved call by call in orders shuffled turn
+  by turn (`timing.shuffled_rounds`). Returns (seconds_PxR: each pass's seconds in each round, each pass's
+  first-round figures (`run_pass`), each pass's [rounds, calls] seconds of every call)."""
+  calls_P = timing.shuffled_rounds(passes, rounds, seed)  # calls_P[j][r]: pass j's figures of each call in round r.
   firsts = [run_pass(calls[0]) for calls in calls_P]
   seconds_PxRxC = [np.asarray([[c['seconds'] for c in r] for r in calls]) for calls in calls_P]
   return np.asarray([s.sum(axis=1) for s in seconds_PxRxC]), firsts, seconds_PxRxC

@@ -67,7 +67,9 @@ def test_step_profile_times_every_part(tmp_path):
 def test_time_interleaved_compiles_first_then_runs_every_program_once_per_round():
   calls = []
   fns = {'a': lambda: calls.append('a') or 1, 'b': lambda: calls.append('b') or 2}
-  seconds, outs = decode_benchmark.time_interleaved(fns, rounds=3, warmups={'b': lambda: calls.append('wb') or 0})
-  assert calls == ['a', 'wb'] + ['a', 'b'] * 3  # The warmup stands in for b's compile run; then a, b per round.
+  seconds, outs = decode_benchmark.time_interleaved(fns, rounds=12, warmups={'b': lambda: calls.append('wb') or 0})
+  assert calls[:2] == ['a', 'wb']  # The warmup stands in for b's compile run; then each program once per round...
+  rounds = [tuple(calls[i:i + 2]) for i in range(2, len(calls), 2)]
+  assert len(rounds) == 12 and set(rounds) == {('a', 'b'), ('b', 'a')}  # ...in an order shuffled round by round.
   assert outs == {'a': 1, 'b': 2} and set(seconds) == {'a', 'b'}
-  assert all(len(s) == 3 and all(0 <= t < float('inf') for t in s) for s in seconds.values())  # One per round.
+  assert all(len(s) == 12 and all(0 <= t < float('inf') for t in s) for s in seconds.values())  # One per round.
