@@ -258,7 +258,10 @@ def test_two_processes_equal_one(setup, tmp_path):
   split over a 2-device data axis): same rollouts, same updates, one set of metrics and checkpoints."""
   config, root = setup
   workdir, port = tmp_path / 'two', _free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1', JAX_PLATFORMS='cpu')
+  # One device per process; the tests' other XLA flags (conftest.py: the optimization level) kept.
+  xla_flags = [f for f in os.environ['XLA_FLAGS'].split() if not f.startswith('--xla_force_host_platform_device_count')]
+  env = dict(os.environ, XLA_FLAGS=' '.join(xla_flags + ['--xla_force_host_platform_device_count=1']),
+             JAX_PLATFORMS='cpu')
   flags = [f'--config.data.data_dir={config.data.data_dir}',
            f'--config.pair.target_workdir={config.pair.target_workdir}',
            f'--config.pair.draft_workdir={config.pair.draft_workdir}', '--config.mesh.data=-1',
