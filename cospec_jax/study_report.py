@@ -104,8 +104,9 @@ def summarize(config, per_pair: dict, tuning: dict, seconds: float) -> dict:
 def summarize_ablations(runs: list[dict], references: dict, names, fast: str) -> dict:
   """Each ablation's figures over its runs, from study.json's own `runs` and `references` (so a study.json can be
   summarized again, `main`): mean and t-interval of accuracy and tokens per call at lam 0 and at the largest lam
-  (`fast`), the gain over the pair's target-only at both (test), the largest lam's tokens per call over the pair's plain
-  SPD (test), pooled paired tests, per-pair-seed means, and the difference from the same seed's warm start."""
+  (`fast`), the gain over the pair's target-only (lam 0: validation and test; the largest lam: test), the largest
+  lam's tokens per call over the pair's plain SPD (test), pooled paired tests, per-pair-seed means, and the difference
+  from the same seed's warm start."""
   target = {int(seed): ref['target-only'] for seed, ref in references.items()}
   spd = {int(seed): ref['spd greedy']['test']['tokens_per_target_call'] for seed, ref in references.items()}
   ablations = {}
@@ -185,8 +186,8 @@ def format_markdown(study: dict) -> str:
         f'{_fmt(a["gain_over_target_only"]["test"], sign=True)} | '
         + (f'{_fmt(minus["validation"], sign=True)} | {_fmt(minus["test"], sign=True)} | ' if minus else '- | - | ')
         + f'{_fmt(a["tokens_per_target_call"], 1, 2)} | {_fmt(a[f"test_accuracy_lam{fast}"])} | '
-        f'{_fmt(a[f"tokens_per_target_call_lam{fast}"], 1, 2)} | {_fmt(a[f"gain_over_target_only_lam{fast}"], sign=True)} | '
-        f'{_fmt(a[f"tokens_over_spd_lam{fast}"], 1, 2)}x | +{pt["gained"]}/-{pt["lost"]} p={pt["mcnemar_p"]:.2g} | '
+        f'{_fmt(a[f"tokens_per_target_call_lam{fast}"], 1, 2)} | '
+        f'{_fmt(a[f"gain_over_target_only_lam{fast}"], sign=True)} | {_fmt(a[f"tokens_over_spd_lam{fast}"], 1, 2)}x | +{pt["gained"]}/-{pt["lost"]} p={pt["mcnemar_p"]:.2g} | '
         + (f'+{pooled["validation"]["gained"]}/-{pooled["validation"]["lost"]} p={pooled["validation"]["mcnemar_p"]:.2g}'
            f' / +{pooled["test"]["gained"]}/-{pooled["test"]["lost"]} p={pooled["test"]["mcnemar_p"]:.2g} |'
            if pooled else '- |'))
