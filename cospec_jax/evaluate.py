@@ -128,10 +128,10 @@ def fit_judges(config: ml_collections.ConfigDict, train_forks: counterfactual.Fo
 
 def compiled_pass(method: Method, target, draft, prompts, batch_size: int, settings: DecodeSettings, gamma: int,
                   seed: int, mesh=None, pad_to: int = 0, continuous: bool = False, max_new: Optional[int] = None):
-  """A pass over every prompt with `method`, compiled (and run once) before it is returned: a generator function
-  whose each item is one decode call's figures and wall-clock seconds, its host work included (`run_pass` sums a
-  whole pass's calls). Every prompt is padded to the longest (or to `pad_to`, so validation and test share one compiled
-  shape), so one compiled shape serves all batches. The same seeds every call, so every call decodes the same tokens.
+  """A pass over every prompt with `method`, compiled (by a call with a budget of 0, which decodes nothing) before it
+  is returned: a generator function whose each item is one decode call's figures and wall-clock seconds, its host
+  work included (`run_pass` sums a whole pass's calls). Every prompt is padded to the longest (or to `pad_to`, so
+  validation and test share one compiled shape), so one compiled shape serves all batches. The same seeds every call, so every call decodes the same tokens.
   With a mesh, the params must already be placed on it (arbiter.load_pair).
 
   The table's passes decode in consecutive chunks of `batch_size` rows (static batching), one call each;
@@ -141,27 +141,32 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
   host work and one loop step (`time_rows`)."""
   rng = jax.random.PRNGKey(seed)
   buckets = (max([pad_to] + [len(p) for p in prompts]),)
+  # Budgets are always passed, so the compiling call below (budget 0) runs the program the pass runs.
+  budgets = lambda budget: [settings.max_new_tokens if budget is None else budget] * len(prompts)  # noqa: E731
   if method.model is not None:
     config, params = target if method.model == 'target' else draft
     decoder = AutoregressiveDecoder(config, settings=settings, mesh=mesh)
 
-    def chunks():
+    def chunks(budget):
       if continuous:
-        return [(decoder.generate_continuous(params, prompts, batch_size, rng, buckets=buckets), len(prompts))]
-      return decoder.generate_batches(params, prompts, batch_size, rng, buckets)
+        return [(decoder.generate_continuous(params, prompts, batch_size, rng, budgets(budget), buckets=buckets),
+                 len(prompts))]
+      return decoder.generate_batches(params, prompts, batch_size, rng, buckets, budget)
   else:
     decoder = SpeculativeDecoder(target[0], draft[0], method.rule, gamma, settings, mesh=mesh)
 
-    def chunks():
+    def chunks(budget):
       if continuous:
         return [(decoder.generate_continuous(target[1], draft[1], prompts, batch_size, rng, method.rule_params,
-                                             method.row_params, buckets=buckets), len(prompts))]
+                                             method.row_params, budgets(budget), buckets=buckets), len(prompts))]
       return decoder.generate_in_batches(target[1], draft[1], prompts, batch_size, rng, method.rule_params,
-                                         method.row_params, buckets, max_new)
-  next(iter(chunks()))[0].tokens_BxT.block_until_ready()  # Compile.
+                                         method.row_params, buckets, budget)
+  # Compile: the first call with a budget of 0 runs the program every call runs (the budget is a traced input) and
+  # decodes nothing, so a pass pays its compile outside its clock without decoding a chunk twice.
+  next(iter(chunks(0)))[0].tokens_BxT.block_until_ready()
 
   def timed_calls():
-    calls = iter(chunks())
+    calls = iter(chunks(max_new))
     while True:
       t0 = time.perf_counter()  # Each call's clock runs only while it runs: passes may be interleaved call by call.
       try:

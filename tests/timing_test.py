@@ -70,3 +70,42 @@ def test_each_call_counts_its_fastest_round_and_steps_are_net_of_the_first(monke
   # Round by round: each round's whole pass against its one-step pass.
   assert spd_row['seconds_per_step_rounds'] == pytest.approx([(11.0 - 8.0) / 6, (11.0 - 7.5) / 6])
   assert len(log) == 2 * 6 * 2  # Every pass's two calls in each of the two rounds.
+
+
+@pytest.mark.parametrize('continuous', [False, True])
+def test_a_compiled_pass_compiles_before_its_clock_and_decodes_as_the_decoder_does(continuous):
+  """compiled_pass compiles with a call of budget 0 (it decodes nothing): its timed calls then compile nothing, for
+  one-model and speculative methods, whole budgets and the one-step budget alike; and its completions are the
+  decoders' own (the budgets it passes change no token)."""
+  import jax
+  from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, SpeculativeDecoder
+  from tests import helpers
+  target_config, target_params, draft_config, draft_params = helpers.tiny_pair(61, seed=7)
+  target, draft = (target_config, target_params), (draft_config, draft_params)
+  prompts = helpers.ragged_prompts(5, 61, seed=7)
+  settings = DecodeSettings(max_new_tokens=12, eos_ids=(1,), pad_id=0)
+  compiles = []
+  listening = [False]
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, duration, **kw: compiles.append(event) if listening[0] and 'backend_compile' in event else None)
+  methods = [(evaluate.Method('target-only', model='target'), None), (evaluate.Method('spd greedy', rule=Exact()), None),
+             (evaluate.Method('spd greedy', rule=Exact()), None if continuous else 1)]
+  for method, budget in methods:
+    calls = evaluate.compiled_pass(method, target, draft, prompts, 2, settings, 3, 0, continuous=continuous,
+                                   max_new=budget)
+    listening[0] = True
+    decoded = evaluate.run_pass(calls())
+    listening[0] = False
+    assert compiles == [], (method.name, budget, compiles)
+    rng, buckets = jax.random.PRNGKey(0), (max(len(p) for p in prompts),)
+    if method.model is not None:
+      decoder = AutoregressiveDecoder(target_config, settings=settings)
+      expected = [c for gen, n in decoder.generate_batches(target_params, prompts, 2, rng, buckets)
+                  for c in gen.completions()[:n]]
+    else:
+      decoder = SpeculativeDecoder(target_config, draft_config, Exact(), 3, settings)
+      expected = [c for gen, n in decoder.generate_in_batches(target_params, draft_params, prompts, 2, rng,
+                                                              buckets=buckets, max_new=budget)
+                  for c in gen.completions()[:n]]
+    assert [c.tolist() for c in decoded['completions']] == [c.tolist() for c in expected], (method.name, budget)
+    assert decoded['generated'] == sum(len(c) for c in expected) > 0

@@ -203,21 +203,26 @@ class AutoregressiveDecoder:
                                s.refills_per_step, self.mesh)
 
   def generate(self, params, prompts: Sequence[Sequence[int]], rng: Optional[jax.Array] = None,
-               buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS) -> Generation:
-    """Host convenience: pads token lists, checks them, and runs the compiled loop."""
+               buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS,
+               max_new: Optional[int] = None) -> Generation:
+    """Host convenience: pads token lists, checks them, and runs the compiled loop. `max_new`: every row's budget
+    of new tokens (default settings.max_new_tokens; a traced input, so any value reuses the compiled loop; 0 runs
+    the prefill alone, as `evaluate.compiled_pass` does to compile a pass without decoding)."""
     tokens_BxP, lengths_B = prompts_lib.prepare(prompts, self.settings.pad_id, self.model.vocab_size, buckets)
+    max_new_B = np.full(len(lengths_B), self.settings.max_new_tokens if max_new is None else max_new, np.int32)
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    (tokens_BxP, lengths_B), rng, _ = prompts_lib.place(self.mesh, (tokens_BxP, lengths_B), rng)
-    return self(params, tokens_BxP, lengths_B, rng)
+    (tokens_BxP, lengths_B, max_new_B), rng, _ = prompts_lib.place(self.mesh, (tokens_BxP, lengths_B, max_new_B), rng)
+    return self(params, tokens_BxP, lengths_B, rng, max_new_B)
 
   def generate_batches(self, params, prompts: Sequence[Sequence[int]], batch_size: int,
                        rng: Optional[jax.Array] = None,
-                       buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS):
+                       buckets: Optional[Sequence[int]] = prompts_lib.DEFAULT_BUCKETS, max_new: Optional[int] = None):
     """Yields (Generation, n) for consecutive chunks of `prompts`, `batch_size` rows per compiled call
     (`prompts.padded_chunks`: only the first n rows of a chunk are real). Chunk keys are `rng` folded with the
-    chunk's start; with no `rng`, every chunk uses `generate`'s default key."""
+    chunk's start; with no `rng`, every chunk uses `generate`'s default key. `max_new` as in `generate`."""
     for start, chunk, n in prompts_lib.padded_chunks(prompts, batch_size):
-      yield self.generate(params, chunk, None if rng is None else jax.random.fold_in(rng, start), buckets), n
+      yield self.generate(params, chunk, None if rng is None else jax.random.fold_in(rng, start), buckets,
+                          max_new), n
 
   def generate_in_batches(self, params, prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
     """Greedy/sampled completions of any number of prompts, `batch_size` rows per compiled call. Returns one token
