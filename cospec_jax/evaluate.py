@@ -131,18 +131,21 @@ def compiled_pass(method: Method, target, draft, prompts, batch_size: int, setti
   """A pass over every prompt with `method`, compiled (by a call with a budget of 0, which decodes nothing) before it
   is returned: a generator function whose each item is one decode call's figures and wall-clock seconds, its host
   work included (`run_pass` sums a whole pass's calls). Every prompt is padded to the longest (or to `pad_to`, so
-  validation and test share one compiled shape), so one compiled shape serves all batches. The same seeds every call, so every call decodes the same tokens.
-  With a mesh, the params must already be placed on it (arbiter.load_pair).
+  validation and test share one compiled shape), so one compiled shape serves all batches. The same seeds every
+  call, so every call decodes the same tokens. With a mesh, the params must already be placed on it
+  (arbiter.load_pair).
 
   The table's passes decode in consecutive chunks of `batch_size` rows (static batching), one call each;
   `continuous` decodes all prompts through `batch_size` rows in one call, finished rows refilled
   (decoding/continuous.py; `table_batching` compares the two), and then `loop_steps` is None (the loop's iterations
-  are not counted). `max_new` (speculative methods, static batching): every row's budget; 1 runs each call's prefill,
-  host work and one loop step (`time_rows`)."""
+  are not counted). `max_new`: every row's budget (default settings.max_new_tokens); 1 runs each call's prefill,
+  host work and one loop step (`time_rows`, for speculative methods)."""
   rng = jax.random.PRNGKey(seed)
   buckets = (max([pad_to] + [len(p) for p in prompts]),)
-  # Budgets are always passed, so the compiling call below (budget 0) runs the program the pass runs.
-  budgets = lambda budget: [settings.max_new_tokens if budget is None else budget] * len(prompts)  # noqa: E731
+
+  def budgets(budget):  # Always passed, so the compiling call below (budget 0) runs the program the pass runs.
+    return [settings.max_new_tokens if budget is None else budget] * len(prompts)
+
   if method.model is not None:
     config, params = target if method.model == 'target' else draft
     decoder = AutoregressiveDecoder(config, settings=settings, mesh=mesh)
@@ -246,7 +249,8 @@ def time_rows(config, methods: Sequence[tuple[int, Method]], target, draft, prom
   (`seconds_per_step_gross` keeps it); a budget of 0 (no step) left in it about 2 ms per call at batch 1 that only
   calls which decode pay (2026-12-04, this pair)."""
   t = config.table
-  subsets = {'': (t.batch_size, prompts[:t.timing.batch_problems]), '_batch1': (small_batch, prompts[:t.timing.problems])}
+  subsets = {'': (t.batch_size, prompts[:t.timing.batch_problems]),
+             '_batch1': (small_batch, prompts[:t.timing.problems])}
   passes, keys = [], []
   for j, (i, method) in enumerate(methods):
     for suffix, (batch, some) in subsets.items():

@@ -88,8 +88,8 @@ def test_a_compiled_pass_compiles_before_its_clock_and_decodes_as_the_decoder_do
   listening = [False]
   jax.monitoring.register_event_duration_secs_listener(
       lambda event, duration, **kw: compiles.append(event) if listening[0] and 'backend_compile' in event else None)
-  methods = [(evaluate.Method('target-only', model='target'), None), (evaluate.Method('spd greedy', rule=Exact()), None),
-             (evaluate.Method('spd greedy', rule=Exact()), None if continuous else 1)]
+  spd = evaluate.Method('spd greedy', rule=Exact())
+  methods = [(evaluate.Method('target-only', model='target'), None), (spd, None), (spd, None if continuous else 1)]
   for method, budget in methods:
     calls = evaluate.compiled_pass(method, target, draft, prompts, 2, settings, 3, 0, continuous=continuous,
                                    max_new=budget)
