@@ -187,7 +187,8 @@ def format_markdown(study: dict) -> str:
         + (f'{_fmt(minus["validation"], sign=True)} | {_fmt(minus["test"], sign=True)} | ' if minus else '- | - | ')
         + f'{_fmt(a["tokens_per_target_call"], 1, 2)} | {_fmt(a[f"test_accuracy_lam{fast}"])} | '
         f'{_fmt(a[f"tokens_per_target_call_lam{fast}"], 1, 2)} | '
-        f'{_fmt(a[f"gain_over_target_only_lam{fast}"], sign=True)} | {_fmt(a[f"tokens_over_spd_lam{fast}"], 1, 2)}x | +{pt["gained"]}/-{pt["lost"]} p={pt["mcnemar_p"]:.2g} | '
+        f'{_fmt(a[f"gain_over_target_only_lam{fast}"], sign=True)} | {_fmt(a[f"tokens_over_spd_lam{fast}"], 1, 2)}x | '
+        f'+{pt["gained"]}/-{pt["lost"]} p={pt["mcnemar_p"]:.2g} | '
         + (f'+{pooled["validation"]["gained"]}/-{pooled["validation"]["lost"]} p={pooled["validation"]["mcnemar_p"]:.2g}'
            f' / +{pooled["test"]["gained"]}/-{pooled["test"]["lost"]} p={pooled["test"]["mcnemar_p"]:.2g} |'
            if pooled else '- |'))

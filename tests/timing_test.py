@@ -2,6 +2,7 @@
 interleave the passes call by call in shuffled orders, each call counts its fastest round, and the time per step is
 net of each call's one-step cost."""
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -72,30 +73,30 @@ def test_each_call_counts_its_fastest_round_and_steps_are_net_of_the_first(monke
   assert len(log) == 2 * 6 * 2  # Every pass's two calls in each of the two rounds.
 
 
+_BACKEND_COMPILES = []  # Every XLA backend compile of this process, appended by one listener registered once.
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: _BACKEND_COMPILES.append(event) if 'backend_compile' in event else None)
+
+
 @pytest.mark.parametrize('continuous', [False, True])
 def test_a_compiled_pass_compiles_before_its_clock_and_decodes_as_the_decoder_does(continuous):
   """compiled_pass compiles with a call of budget 0 (it decodes nothing): its timed calls then compile nothing, for
   one-model and speculative methods, whole budgets and the one-step budget alike; and its completions are the
   decoders' own (the budgets it passes change no token)."""
-  import jax
   from cospec_jax.decoding import AutoregressiveDecoder, DecodeSettings, SpeculativeDecoder
   from tests import helpers
   target_config, target_params, draft_config, draft_params = helpers.tiny_pair(61, seed=7)
   target, draft = (target_config, target_params), (draft_config, draft_params)
   prompts = helpers.ragged_prompts(5, 61, seed=7)
   settings = DecodeSettings(max_new_tokens=12, eos_ids=(1,), pad_id=0)
-  compiles = []
-  listening = [False]
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda event, duration, **kw: compiles.append(event) if listening[0] and 'backend_compile' in event else None)
+  compiles = _BACKEND_COMPILES
   spd = evaluate.Method('spd greedy', rule=Exact())
   methods = [(evaluate.Method('target-only', model='target'), None), (spd, None), (spd, None if continuous else 1)]
   for method, budget in methods:
     calls = evaluate.compiled_pass(method, target, draft, prompts, 2, settings, 3, 0, continuous=continuous,
                                    max_new=budget)
-    listening[0] = True
+    compiles.clear()
     decoded = evaluate.run_pass(calls())
-    listening[0] = False
     assert compiles == [], (method.name, budget, compiles)
     rng, buckets = jax.random.PRNGKey(0), (max(len(p) for p in prompts),)
     if method.model is not None:
