@@ -48,6 +48,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       pair_seeds=(0,) if smoke else (0, 1, 2),  # Pair seed 0 is the pipeline's pair (same seeds).
       arbiter_seeds=(0, 1) if smoke else (0, 1, 2),  # Arbiter seed 0 is the pipeline's arbiter seed.
       seed_stride=10,  # Model seed = the config's seed + seed_stride * study seed.
+      # On a CPU, each pair's draft trains in a second process while its target trains (its output in
+      # pair<s>/draft/train.log): the same pair in about the target's time (configs/pipeline.py says why).
+      train_pair_concurrently=True,
       ablations=('supervised', 'supervised+reinforce', 'reinforce', 'hidden states', 'sampled decisions'),
       lams=(0.0, 2.0),  # Test is read at each: the accurate end and the fast end (the largest trained lam).
       # Validation only: the table's baselines (config.arbiter.table's grids) swept on each pair, against each

@@ -22,7 +22,7 @@ import ml_collections
 
 from cospec_jax import evaluate, files, report, sharding, trace
 from cospec_jax.models import CheckpointError, read_hf_config
-from cospec_jax.train import arbiter, trainer
+from cospec_jax.train import arbiter, beside, trainer
 
 
 def _stage(name: str, done: bool, fn, t_start: float) -> None:
@@ -100,14 +100,30 @@ def stage_dirs(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str
   return dirs
 
 
+def _train_pair(config: ml_collections.ConfigDict, dirs: dict[str, str], t_start: float) -> None:
+  """Trains the draft and the target (those not done yet); with config.train_pair_concurrently on a CPU, the draft
+  in a second process while the target trains in this one (cospec_jax/train/beside.py: the same pair, sooner)."""
+  trained = [name for name in ('draft', 'target') if name in config]
+  todo = [name for name in trained if not model_done(dirs[name])]
+  if todo != ['draft', 'target'] or not config.get('train_pair_concurrently', False) or not beside.available():
+    for name in trained:
+      _stage(f'train {name}', name not in todo,
+             lambda name=name: trainer.train(config[name], dirs[name], f'--config.{name}'), t_start)
+    return
+  trainer.load_task(config.target.data, dirs['target'])  # Builds the shared data set once, before two readers.
+  with beside.Training(config.draft, dirs['draft'], '--config.draft', '--config.train_pair_concurrently') as draft:
+    print(f'[pipeline] train draft: started at {time.time() - t_start:.0f} s, in a second process beside the '
+          f'target\'s (its output: {draft.log_path})', flush=True)
+    _stage('train target', False, lambda: trainer.train(config.target, dirs['target'], '--config.target'), t_start)
+  print(f'[pipeline] train draft: done in {draft.seconds:.0f} s, beside the target\'s (elapsed '
+        f'{time.time() - t_start:.0f} s)', flush=True)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs every stage of `config` (configs/pipeline.py) under `workdir`; returns the table's results."""
   t_start = time.time()
   dirs = stage_dirs(config, workdir)
-  trained = [name for name in ('draft', 'target') if name in config]
-  for name in trained:
-    _stage(f'train {name}', model_done(dirs[name]),
-           lambda name=name: trainer.train(config[name], dirs[name], f'--config.{name}'), t_start)
+  _train_pair(config, dirs, t_start)
   # The pair, read once (on the mesh the stages use) by the first stage that needs it, and shared by the others.
   pair = functools.cache(lambda: arbiter.load_pair(config.arbiter, sharding.mesh_from_config(config.arbiter)))
   _stage('train arbiter', arbiter_done(config.arbiter, dirs['arbiter']),

@@ -24,7 +24,8 @@ CoSpec curve over the table's lams at its chosen checkpoint; study_report tests 
 Layout of <workdir> (every stage writes its done marker last, atomically; a rerun skips what is done, and never
 rewrites a finished run):
   tfds/                          the data set, one copy
-  pair<s>/draft, pair<s>/target  the pair (trainer.train)
+  pair<s>/draft, pair<s>/target  the pair (trainer.train; on a CPU the draft trains in a second process beside
+                                 the target, its output in pair<s>/draft/train.log)
   pair<s>/counterfactual_forks.npz
   pair<s>/reference.json         target-only and plain SPD on validation and test
   pair<s>/baselines.json         the Pareto check's baseline sweeps on validation
@@ -48,7 +49,7 @@ import numpy as np
 from cospec_jax import evaluate, files, pipeline, selection, study_report
 from cospec_jax.decoding import DecodeSettings, Exact
 from cospec_jax.decoding.cospec import ArbiterPolicy, CoSpec
-from cospec_jax.train import arbiter, counterfactual, trainer
+from cospec_jax.train import arbiter, beside, counterfactual, trainer
 
 HIDDEN_STATE_PROJECTION = 16  # The 'hidden states' run's width per model (the earlier study's policy).
 # Training runs: how each differs from the arbiter config (configs/train_arbiter.py: policy.projection=0).
@@ -94,16 +95,29 @@ class Study:
     return os.path.join(self.workdir, f'pair{pair_seed}')
 
   def train_pair(self, pair_seed: int) -> None:
+    sections, dirs = {}, {}
     for name in ('draft', 'target'):
-      workdir = os.path.join(self.pair_dir(pair_seed), name)
-      if pipeline.model_done(workdir):
-        continue
-      section = copy.deepcopy(self.config[name])
-      section.seed += self.s.seed_stride * pair_seed
-      section.data.data_dir = self.data_dir
+      dirs[name] = os.path.join(self.pair_dir(pair_seed), name)
+      if not pipeline.model_done(dirs[name]):
+        sections[name] = copy.deepcopy(self.config[name])
+        sections[name].seed += self.s.seed_stride * pair_seed
+        sections[name].data.data_dir = self.data_dir
+
+    def train(name):
       t0 = time.time()
-      trainer.train(section, workdir, f'--config.{name}')
+      trainer.train(sections[name], dirs[name], f'--config.{name}')
       self.log(f'pair {pair_seed}: {name} trained in {time.time() - t0:.0f} s')
+
+    if len(sections) < 2 or not self.s.train_pair_concurrently or not beside.available():
+      for name in sections:
+        train(name)
+      return
+    trainer.load_task(sections['target'].data, dirs['target'])  # Builds the shared data set before two readers.
+    with beside.Training(sections['draft'], dirs['draft'], '--config.draft',
+                         '--config.study.train_pair_concurrently') as draft:
+      self.log(f'pair {pair_seed}: draft training in a second process (its output: {draft.log_path})')
+      train('target')
+    self.log(f'pair {pair_seed}: draft trained in {draft.seconds:.0f} s, beside the target')
 
   def arbiter_config(self, pair_seed: int, arbiter_seed: int, workdir: str, overrides: dict
                      ) -> ml_collections.ConfigDict:

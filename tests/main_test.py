@@ -7,11 +7,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import safetensors.numpy
 
 from cospec_jax import main as main_lib
 from cospec_jax import pipeline, table_batching
-from cospec_jax.train import arbiter
+from cospec_jax.train import arbiter, trainer
 from cospec_jax.models import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,9 +78,19 @@ def test_pipeline_smoke_runs_every_stage_and_resumes(tmp_path, monkeypatch, caps
   loads = []
   load_pair = arbiter.load_pair
   monkeypatch.setattr(arbiter, 'load_pair', lambda *a, **k: loads.append(1) or load_pair(*a, **k))
-  pipeline.run(_load(os.path.join(ROOT, 'configs', 'pipeline.py')).get_config('smoke'), str(workdir))
+  config = _load(os.path.join(ROOT, 'configs', 'pipeline.py')).get_config('smoke')
+  pipeline.run(config, str(workdir))
   out = capsys.readouterr().out
   assert len(loads) == 1  # Arbiter, table and trace share one read of the pair's checkpoints.
+  # The draft trained in a second process, beside the target: the parameters it would have trained in this one.
+  assert 'train draft: started' in out and 'in a second process' in out
+  assert (workdir / 'draft' / 'train.log').exists()
+  trainer.train(config.draft, str(tmp_path / 'draft_alone'), '--config.draft')
+  beside = safetensors.numpy.load_file(workdir / 'draft' / 'hf' / 'model.safetensors')
+  alone = safetensors.numpy.load_file(tmp_path / 'draft_alone' / 'hf' / 'model.safetensors')
+  assert beside.keys() == alone.keys()
+  for name in alone:
+    np.testing.assert_array_equal(beside[name], alone[name], err_msg=name)
   for stage in ('train draft', 'train target', 'train arbiter', 'evaluate every method', 'trace who wrote each token'):
     assert f'[pipeline] {stage}: done' in out, stage
   results = json.loads((workdir / 'table' / 'results.json').read_text())
@@ -110,6 +122,22 @@ def test_pipeline_smoke_runs_every_stage_and_resumes(tmp_path, monkeypatch, caps
   assert all(r['identical'] and r['generated'] > 0 and min(r['seconds'].values()) > 0 for r in timed['rows'])
   assert json.loads((workdir / 'table_batching.json').read_text()) == timed
   assert (workdir / 'table' / 'results.json').stat().st_mtime == table_mtime
+
+
+def test_a_draft_that_fails_beside_the_target_is_reported_with_its_log(tmp_path, capsys):
+  """The draft's process fails (here a vocabulary the tokenizer does not have): the pipeline stops with its exit
+  code and the path of its output, which holds the error; the target, trained meanwhile, stays finished."""
+  config = _load(os.path.join(ROOT, 'configs', 'pipeline.py')).get_config('smoke')
+  config.draft.model.vocab_size += 1
+  workdir = tmp_path / 'pipeline'
+  with pytest.raises(RuntimeError, match='train.log') as error:
+    pipeline.run(config, str(workdir))
+  assert 'train_pair_concurrently=False' in str(error.value)
+  assert 'config.model.vocab_size' in (workdir / 'draft' / 'train.log').read_text()
+  assert pipeline.model_done(str(workdir / 'target')) and not pipeline.model_done(str(workdir / 'draft'))
+  out = capsys.readouterr().out
+  assert 'train draft: done' not in out
+  assert f'failed (its output: {workdir / "draft" / "train.log"})' in out  # Said when it happened.
 
 
 @pytest.mark.parametrize('where', ['a_file', 'a_file/below'])

@@ -56,6 +56,14 @@ def test_every_ablation_has_a_run_per_seed(smoke):
     assert os.path.getsize(os.path.join(smoke['workdir'], name)) > 0
 
 
+def test_the_draft_trains_beside_the_target(smoke):
+  """On a CPU the pair's draft trains in a second process (cospec_jax/train/beside.py; tests/main_test.py holds
+  that its parameters are the ones it would train alone), its output in its own log."""
+  assert 'pair 0: draft training in a second process' in smoke['first']
+  assert 'pair 0: target trained in' in smoke['first'] and 'pair 0: draft trained in' in smoke['first']
+  assert os.path.getsize(os.path.join(smoke['workdir'], 'pair0', 'draft', 'train.log')) > 0
+
+
 def test_summary_follows_from_the_runs(smoke):
   s = smoke['study']
   ref = s['references']['0']['target-only']

@@ -1,0 +1,89 @@
+"""Training one model in a second process while this one trains another: the draft beside the target, on a CPU.
+
+A training step of the embedded models is many small operations (the target's largest product is 4096 x 128 by 128
+x 384), most waiting on the one before, so one process leaves much of a second core idle: XLA's trace of the
+target's step (2026-12-04, two cores) shows its operations busy 1.05 threads on average. A second process fills the
+gap: on this round's 2-core machine the target's step took 0.65 s alone and 0.93 s beside the draft's training, the
+draft's 0.29 s alone and 0.49 s beside it, so the pair trains in less time than one model after the other (the
+README gives the stage's measured time). Each process computes exactly what it would alone, so the pair is the same
+to the bit (tests/main_test.py holds it).
+
+  with beside.Training(config.draft, workdir, '--config.draft', off_flag='--config.train_pair_concurrently'):
+    trainer.train(config.target, ...)
+
+Only where it helps and is safe: one process on a CPU (`available()`); an accelerator belongs to one process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+import time
+
+import jax
+import ml_collections
+import tqdm
+
+from cospec_jax.train import trainer
+
+
+def available() -> bool:
+  """Whether a second training process can share this machine: one JAX process, on a CPU."""
+  return jax.default_backend() == 'cpu' and jax.process_count() == 1
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, config_flag: str, log_path: str, seconds) -> None:
+  with open(log_path, 'a') as log:
+    os.dup2(log.fileno(), 1)  # Python's output and XLA's alike.
+    os.dup2(log.fileno(), 2)
+    t0 = time.time()
+    trainer.train(config, workdir, config_flag)
+    seconds.value = time.time() - t0
+
+
+class Training:
+  """A context: `config`'s model trains in a second process (its output in <workdir>/train.log) while the block
+  runs. Leaving the block waits for it and raises, naming its log, if it failed; if the block itself fails, the
+  second process is stopped (its run resumes from its checkpoints). `seconds`: its wall time, once done."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, config_flag: str, off_flag: str):
+    self.config, self.workdir, self.config_flag, self.off_flag = config, workdir, config_flag, off_flag
+    self.log_path = os.path.join(workdir, 'train.log')
+    self.seconds = None
+
+  def __enter__(self) -> Training:
+    os.makedirs(self.workdir, exist_ok=True)
+    context = multiprocessing.get_context('spawn')  # A fresh JAX runtime, not a fork of this one's threads.
+    self._seconds = context.Value('d', -1.0)
+    self._process = context.Process(
+        target=_train, args=(self.config, self.workdir, self.config_flag, self.log_path, self._seconds),
+        name=f'train {self.config.name}', daemon=True)  # Stopped if this process exits.
+    self._process.start()
+    # A failure is said when it happens, not only when the block ends (the target may train for many minutes more).
+    self._stopping = False
+    self._watcher = threading.Thread(target=self._say_if_failed, daemon=True)
+    self._watcher.start()
+    return self
+
+  def _say_if_failed(self) -> None:
+    multiprocessing.connection.wait([self._process.sentinel])  # Waits without reaping it (the block's end does).
+    if self._seconds.value < 0 and not self._stopping:
+      tqdm.tqdm.write(f'[beside] training the {self.config.name} in its second process failed (its output: '
+                      f'{self.log_path}); the training here goes on, then stops with the error.')
+
+  def __exit__(self, error_type, error, traceback) -> None:
+    if error_type is not None:
+      self._stopping = True
+      self._process.terminate()
+      self._process.join()
+      return
+    self._process.join()
+    self._watcher.join()
+    if self._process.exitcode != 0 or self._seconds.value < 0:
+      raise RuntimeError(
+          f'Training the {self.config.name} in a second process failed (exit code {self._process.exitcode}); its '
+          f'output is in {self.log_path}. Run the command again to resume it, or add {self.off_flag}=False to train '
+          'it in this process and see the error here.')
+    self.seconds = self._seconds.value
