@@ -208,10 +208,10 @@ class AutoregressiveDecoder:
     """Host convenience: pads token lists, checks them, and runs the compiled loop. `max_new`: every row's budget
     of new tokens (default settings.max_new_tokens; a traced input, so any value reuses the compiled loop; 0 runs
     the prefill alone, as `evaluate.compiled_pass` does to compile a pass without decoding)."""
-    tokens_BxP, lengths_B = prompts_lib.prepare(prompts, self.settings.pad_id, self.model.vocab_size, buckets)
-    max_new_B = np.full(len(lengths_B), self.settings.max_new_tokens if max_new is None else max_new, np.int32)
-    rng = jax.random.PRNGKey(0) if rng is None else rng
-    (tokens_BxP, lengths_B, max_new_B), rng, _ = prompts_lib.place(self.mesh, (tokens_BxP, lengths_B, max_new_B), rng)
+    s = self.settings
+    (tokens_BxP, lengths_B, max_new_B), rng, _ = prompts_lib.call_inputs(
+        prompts, s.pad_id, self.model.vocab_size, buckets, s.max_new_tokens if max_new is None else max_new,
+        self.mesh, rng)
     return self(params, tokens_BxP, lengths_B, rng, max_new_B)
 
   def generate_batches(self, params, prompts: Sequence[Sequence[int]], batch_size: int,

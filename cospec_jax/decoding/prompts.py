@@ -80,6 +80,17 @@ def prepare(prompts: Sequence[Sequence[int]], pad_id: int, vocab_size: int,
   return tokens_BxP, lengths_B
 
 
+def call_inputs(prompts: Sequence[Sequence[int]], pad_id: int, vocab_size: int, buckets: Optional[Sequence[int]],
+                max_new: int, mesh, rng: Optional[jax.Array] = None, shared: Any = None
+                ) -> tuple[tuple[Any, Any, Any], jax.Array, Any]:
+  """A decoder's `generate` inputs, placed (`place`): ((tokens_BxP, lengths_B, max_new_B), rng, shared), with every
+  row's budget `max_new` and the default key PRNGKey(0) when `rng` is None."""
+  tokens_BxP, lengths_B = prepare(prompts, pad_id, vocab_size, buckets)
+  max_new_B = np.full(len(lengths_B), max_new, np.int32)
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  return place(mesh, (tokens_BxP, lengths_B, max_new_B), rng, shared)
+
+
 def padded_chunks(prompts: Sequence[Sequence[int]], batch_size: int):
   """Yields (start, chunk, n): consecutive `batch_size` prompts from index `start`, a short last chunk padded with
   copies of its last prompt (so every call has the same shape); only the first n rows are real."""

@@ -233,11 +233,10 @@ class SpeculativeDecoder:
     """Host convenience: pads token lists, checks them, and runs the compiled loop. `max_new`: every row's budget
     of new tokens (default settings.max_new_tokens; a traced input, so any value reuses the compiled loop; 0 runs
     the prefill alone, as the table's timing does to measure a call's fixed cost)."""
-    tokens_BxP, lengths_B = prompts_lib.prepare(prompts, self.settings.pad_id, self.shared_vocab_size, buckets)
-    max_new_B = np.full(len(lengths_B), self.settings.max_new_tokens if max_new is None else max_new, np.int32)
-    rng = jax.random.PRNGKey(0) if rng is None else rng
-    (tokens_BxP, lengths_B, max_new_B), rng, rule_params = prompts_lib.place(
-        self.mesh, (tokens_BxP, lengths_B, max_new_B), rng, rule_params)
+    s = self.settings
+    (tokens_BxP, lengths_B, max_new_B), rng, rule_params = prompts_lib.call_inputs(
+        prompts, s.pad_id, self.shared_vocab_size, buckets, s.max_new_tokens if max_new is None else max_new,
+        self.mesh, rng, rule_params)
     return self(target_params, draft_params, tokens_BxP, lengths_B, rng, max_new_B, rule_params)
 
   def generate_in_batches(self, target_params, draft_params, prompts: Sequence[Sequence[int]], batch_size: int,
