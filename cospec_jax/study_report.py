@@ -65,10 +65,15 @@ def pareto_checks(per_pair: dict) -> list[dict]:
   return out
 
 
+def lam_key(lam: float) -> str:
+  """A lam as study.json keys it ('0', '2'); the last of the study's lams is its fast end."""
+  return f'{lam:g}'
+
+
 def summarize(config, per_pair: dict, tuning: dict, seconds: float) -> dict:
   """study.json's content from every pair's reference and runs (`Study.run`)."""
   s = config.study
-  lam_keys = [f'{lam:g}' for lam in s.lams]
+  lam_keys = [lam_key(lam) for lam in s.lams]
   fast = lam_keys[-1]
   runs = []
   for pair_seed, pair in per_pair.items():
@@ -163,7 +168,7 @@ def _fmt(mi: dict, scale: float = 100.0, digits: int = 1, sign: bool = False) ->
 
 
 def format_markdown(study: dict) -> str:
-  fast = f'{study["lams"][-1]:g}'
+  fast = lam_key(study['lams'][-1])
   n_pairs, n_seeds = len(study['pair_seeds']), len(study['arbiter_seeds'])
   lines = [f'# Seed study: {n_pairs} pair seeds x {n_seeds} arbiter seeds, {study["rl_steps"]} REINFORCE steps',
            '',
@@ -239,7 +244,7 @@ def plot(study: dict, path: str) -> None:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  fast = f'{study["lams"][-1]:g}'
+  fast = lam_key(study['lams'][-1])
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for i, (name, a) in enumerate(study['ablations'].items()):
     color = f'C{i}'
@@ -286,7 +291,7 @@ def main(argv) -> None:
   with open(path) as f:
     study = json.load(f)
   names = list(study['ablations'])
-  study['ablations'] = summarize_ablations(study['runs'], study['references'], names, f'{study["lams"][-1]:g}')
+  study['ablations'] = summarize_ablations(study['runs'], study['references'], names, lam_key(study['lams'][-1]))
   write(study, argv[1])
 
 
