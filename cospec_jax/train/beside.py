@@ -1,12 +1,11 @@
 """Training one model in a second process while this one trains another: the draft beside the target, on a CPU.
 
 A training step of the embedded models is many small operations (the target's largest product is 4096 x 128 by 128
-x 384), most waiting on the one before, so one process leaves much of a second core idle: XLA's trace of the
-target's step (2026-12-04, two cores) shows its operations busy 1.05 threads on average. A second process fills the
-gap: on this round's 2-core machine the target's step took 0.65 s alone and 0.93 s beside the draft's training, the
-draft's 0.29 s alone and 0.49 s beside it, so the pair trains in less time than one model after the other (the
-README gives the stage's measured time). Each process computes exactly what it would alone, so the pair is the same
-to the bit (tests/main_test.py holds it).
+x 384), most waiting on the one before, so one process gets little from a second core: on this round's 2-core
+machine (2026-12-04) the target's step took 0.67 s on both cores and 0.94 s pinned to one, the draft's 0.37 s and
+0.50 s. Beside each other, each ran at about its one-core speed (1.01 s and 0.51 s), so the pair trains in less
+time than one model after the other (the README gives the two stages' measured time). Each process computes exactly
+what it would alone, so the pair is the same to the bit (tests/main_test.py holds it).
 
   with beside.Training(config.draft, workdir, '--config.draft', off_flag='--config.train_pair_concurrently'):
     trainer.train(config.target, ...)
