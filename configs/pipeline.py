@@ -21,7 +21,9 @@ table 12.7 min, trace 0.5 min), on a machine about half as fast as the one where
 took 22 min 31 s (44e1d52, 2026-12-02); today's pair has not been timed there (README). The README's table is a
 later run of the arbiter, table and trace stages on that pair (2026-12-04: 7.2, 17.1 and 0.9 min, the forks reused);
 smoke 76 s (idle). Since then the draft trains beside the target (train_pair_concurrently below): the two training
-stages took 20.8 min against 23.5 min one after the other, back to back on that machine (2026-12-04), the same pair.
+stages took 20.8 min against 23.5 min one after the other, back to back on that machine (2026-12-04), the same pair;
+the whole command from a clean clone of 17a68bb, 38 min 12 s in a fast hour of that machine (install 0.9, data and
+pair 19.7, arbiter 7.2, table 9.9, trace 0.5 min; the table's figures the same to the digit).
 Reproduces: the README's comparison table under the validation protocol (results.json, table.md, pareto.png in
 <workdir>/table; every choice on validation, test read once) and the collaboration trace
 (<workdir>/trace/trace.html).
