@@ -138,6 +138,12 @@ def test_a_draft_that_fails_beside_the_target_is_reported_with_its_log(tmp_path,
   out = capsys.readouterr().out
   assert 'train draft: done' not in out
   assert f'failed (its output: {workdir / "draft" / "train.log"})' in out  # Said when it happened.
+  # As the error advises: with the flag off the draft trains in this process, first, and its error is raised here.
+  config.train_pair_concurrently = False
+  with pytest.raises(ValueError, match='config.model.vocab_size'):
+    pipeline.run(config, str(tmp_path / 'one_process'))
+  assert not (tmp_path / 'one_process' / 'draft' / 'train.log').exists()
+  assert not (tmp_path / 'one_process' / 'target').exists()
 
 
 @pytest.mark.parametrize('where', ['a_file', 'a_file/below'])
