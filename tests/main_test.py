@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -144,6 +145,53 @@ def test_a_draft_that_fails_beside_the_target_is_reported_with_its_log(tmp_path,
     pipeline.run(config, str(tmp_path / 'one_process'))
   assert not (tmp_path / 'one_process' / 'draft' / 'train.log').exists()
   assert not (tmp_path / 'one_process' / 'target').exists()
+
+
+def _second_process(parent: int):
+  """The pid of `parent`'s multiprocessing child (beside.Training's), or None."""
+  for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+      with open(f'/proc/{pid}/cmdline', 'rb') as f:
+        cmdline = f.read()
+    except (OSError, ValueError, IndexError):
+      continue
+    if ppid == parent and b'spawn_main' in cmdline:
+      return int(pid)
+  return None
+
+
+def _running(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')  # A zombie is dead, only not yet reaped.
+  except OSError:
+    return False
+
+
+def test_the_draft_beside_ends_when_the_pipeline_is_killed(tmp_path):
+  """A pipeline killed outright (SIGKILL: no cleanup runs) takes the draft's process with it, so a rerun never
+  finds an orphan still training in the same workdir."""
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'cospec_jax.main', f'--config={ROOT}/configs/pipeline.py:smoke',
+       '--config.draft.train.steps=1000000', f'--workdir={tmp_path}'],  # The draft trains until it is stopped.
+      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    child, deadline = None, time.time() + 300
+    while child is None and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.2)
+      child = _second_process(proc.pid)
+    assert child is not None, f'no second process (pipeline exit code {proc.poll()})'
+    time.sleep(2)
+    assert _running(child)
+  finally:
+    proc.kill()
+    proc.wait()
+  deadline = time.time() + 30
+  while _running(child) and time.time() < deadline:
+    time.sleep(0.2)
+  assert not _running(child)
 
 
 @pytest.mark.parametrize('where', ['a_file', 'a_file/below'])

@@ -15,9 +15,12 @@ Only where it helps and is safe: one process on a CPU (`available()`); an accele
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
+import sys
 import threading
 import time
 
@@ -33,7 +36,18 @@ def available() -> bool:
   return jax.default_backend() == 'cpu' and jax.process_count() == 1
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, config_flag: str, log_path: str, seconds) -> None:
+def _end_with_parent(parent_pid: int) -> None:
+  """On Linux, the kernel stops this process if the one that started it dies, even by SIGKILL: a rerun never finds
+  an orphan still training in the same workdir."""
+  if sys.platform.startswith('linux'):
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG.
+  if os.getppid() != parent_pid:  # It died before the line above.
+    os._exit(1)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, config_flag: str, log_path: str, seconds,
+           parent_pid: int) -> None:
+  _end_with_parent(parent_pid)
   with open(log_path, 'a') as log:
     os.dup2(log.fileno(), 1)  # Python's output and XLA's alike.
     os.dup2(log.fileno(), 2)
@@ -57,8 +71,8 @@ class Training:
     context = multiprocessing.get_context('spawn')  # A fresh JAX runtime, not a fork of this one's threads.
     self._seconds = context.Value('d', -1.0)
     self._process = context.Process(
-        target=_train, args=(self.config, self.workdir, self.config_flag, self.log_path, self._seconds),
-        name=f'train {self.config.name}', daemon=True)  # Stopped if this process exits.
+        target=_train, args=(self.config, self.workdir, self.config_flag, self.log_path, self._seconds, os.getpid()),
+        name=f'train {self.config.name}', daemon=True)  # Stopped if this process exits, or dies (_end_with_parent).
     self._process.start()
     # A failure is said when it happens, not only when the block ends (the target may train for many minutes more).
     self._stopping = False
