@@ -110,7 +110,6 @@ def _train_pair(config: ml_collections.ConfigDict, dirs: dict[str, str], t_start
       _stage(f'train {name}', name not in todo,
              lambda name=name: trainer.train(config[name], dirs[name], f'--config.{name}'), t_start)
     return
-  trainer.load_task(config.target.data, dirs['target'])  # Builds the shared data set once, before two readers.
   with beside.Training(config.draft, dirs['draft'], '--config.draft', '--config.train_pair_concurrently') as draft:
     print(f'[pipeline] train draft: started at {time.time() - t_start:.0f} s, in a second process beside the '
           f'target\'s (its output: {draft.log_path})', flush=True)

@@ -112,7 +112,6 @@ class Study:
       for name in sections:
         train(name)
       return
-    trainer.load_task(sections['target'].data, dirs['target'])  # Builds the shared data set before two readers.
     with beside.Training(sections['draft'], dirs['draft'], '--config.draft',
                          '--config.study.train_pair_concurrently') as draft:
       self.log(f'pair {pair_seed}: draft training in a second process (its output: {draft.log_path})')

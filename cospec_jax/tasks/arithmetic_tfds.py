@@ -91,11 +91,16 @@ class ArithmeticBuilder(tfds.core.GeneratorBasedBuilder):
         i += 1
 
 
-def load_split(split: str, data_dir: str, config: ArithmeticConfig) -> list[dict]:
-  """Builds the data set if needed and returns one split as a list of dicts of str/int, in index order."""
+def build(data_dir: str, config: ArithmeticConfig) -> ArithmeticBuilder:
+  """The data set's builder, its files written first if they are not on disk yet."""
   builder = ArithmeticBuilder(config=config, data_dir=data_dir)
   builder.download_and_prepare()
-  source = builder.as_data_source()[split]
+  return builder
+
+
+def load_split(split: str, data_dir: str, config: ArithmeticConfig) -> list[dict]:
+  """Builds the data set if needed and returns one split as a list of dicts of str/int, in index order."""
+  source = build(data_dir, config).as_data_source()[split]
   rows = [_decode(source[i]) for i in range(len(source))]
   return sorted(rows, key=lambda r: r['index'])
 

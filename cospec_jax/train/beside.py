@@ -58,7 +58,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, config_flag: str, lo
 
 class Training:
   """A context: `config`'s model trains in a second process (its output in <workdir>/train.log) while the block
-  runs. Leaving the block waits for it and raises, naming its log, if it failed; if the block itself fails, the
+  runs; its data set (config.data) is built first, in this process. Leaving the block waits for it and raises, naming its log, if it failed; if the block itself fails, the
   second process is stopped (its run resumes from its checkpoints). `seconds`: its wall time, once done."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, config_flag: str, off_flag: str):
@@ -68,6 +68,9 @@ class Training:
 
   def __enter__(self) -> Training:
     os.makedirs(self.workdir, exist_ok=True)
+    # The data set is written here, before the second process starts: it and this one both read it, never both
+    # building it at once.
+    trainer.build_task(self.config.data, self.workdir)
     context = multiprocessing.get_context('spawn')  # A fresh JAX runtime, not a fork of this one's threads.
     self._seconds = context.Value('d', -1.0)
     self._process = context.Process(

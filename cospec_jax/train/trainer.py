@@ -108,9 +108,19 @@ def load_task(cfg: ml_collections.ConfigDict, workdir: str):
   """Returns (tokenizer, {split: list of problems}) for config.data, building the TFDS data set if needed."""
   from cospec_jax.tasks import arithmetic_tfds
   builder_config, tokenizer = task_from_config(cfg)
-  data_dir = cfg.data_dir or os.path.join(workdir, 'tfds')
-  splits = {s: arithmetic_tfds.load_split(s, data_dir, builder_config) for s in ('train', 'validation', 'test')}
+  splits = {s: arithmetic_tfds.load_split(s, _data_dir(cfg, workdir), builder_config)
+            for s in ('train', 'validation', 'test')}
   return tokenizer, splits
+
+
+def build_task(cfg: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes config.data's TFDS data set (what `load_task` reads) if it is not on disk yet, reading none of it."""
+  from cospec_jax.tasks import arithmetic_tfds
+  arithmetic_tfds.build(_data_dir(cfg, workdir), task_from_config(cfg)[0])
+
+
+def _data_dir(cfg: ml_collections.ConfigDict, workdir: str) -> str:
+  return cfg.data_dir or os.path.join(workdir, 'tfds')  # '' keeps the data set in <workdir>/tfds.
 
 
 class MetricsWriter:
