@@ -38,8 +38,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # The table's grids and lams (configs/reproduce_table.py), for the Pareto check (study.pareto_check).
   config.arbiter.table = config_args.load(__file__, 'reproduce_table', arg).table
   config.arbiter.arbiter_workdir = ''  # Set per run by the study.
-  config.arbiter.rl.steps = 4 if smoke else 100  # REINFORCE steps per arbiter.
-  config.arbiter.rl.save_every = 2 if smoke else 25  # Checkpoints: the candidates of the validation choice.
+  # REINFORCE's steps (100) and checkpoints (every 25: the candidates of the validation choice) are the pipeline's.
   config.arbiter.rl.entropy_coef = 0.0  # Any value: the tuning grid below sets it (and the learning rate).
   # The arbiter is the pipeline's (configs/train_arbiter.py: scalar features, lams 0..2); the study's first run
   # (13f38b4, in git history) trained the earlier one, hidden-state projections on lams 0..1: now the 'hidden

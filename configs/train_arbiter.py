@@ -62,7 +62,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # REINFORCE (cospec_jax/train/reinforce.py): P prompts x K rollouts of CoSpec decoding per update, leave-one-out
   # baseline within each prompt's group.
   config.rl = ml_collections.ConfigDict(dict(
-      steps=4 if smoke else 200,  # Policy updates after the warm start.
+      # Policy updates after the warm start: 100, the seed study's (configs/study.py), so its pair 0 / arbiter seed 0
+      # run is this arbiter. The 200-step run of 2026-12-04 chose step 75 on validation (steps 125-200 were 1.6-2.6
+      # points below it at lam 0), and a constant learning rate makes steps 1-100 the same either way.
+      steps=4 if smoke else 100,
       prompts_per_step=4 if smoke else 16,  # P: distinct training prompts per update.
       rollouts_per_prompt=4 if smoke else 8,  # K: rollouts of each (the leave-one-out group).
       lams=(0.0, 0.25, 0.5, 1.0, 1.5, 2.0),  # Speed/accuracy knob values; each prompt group draws one.
