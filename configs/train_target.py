@@ -87,11 +87,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       steps=20 if smoke else 1500,  # Optimizer steps.
       batch_size=8 if smoke else 32,  # Sequences per step.
       max_len=128,  # Tokens per sequence (longer examples are an error).
-      # 0: each batch drawn at random and padded to max_len. N > 0: every N steps draw N batches' examples, sort them
-      # by length and give each step a batch of similar lengths cut to its longest (data.pooled_batch_at): the same
-      # examples with less padding (they fill 65% of 128 tokens on average here), batches less mixed, and the step
-      # compiled once per width (multiples of 8).
-      length_pool=0,
       learning_rate=3e-3,  # Peak learning rate.
       warmup_steps=2 if smoke else 100,  # Linear warmup from 0.
       final_lr_fraction=0.05,  # Cosine decay ends at this fraction of the peak.

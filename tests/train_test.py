@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from cospec_jax.train import checkpoint as checkpoint_lib
-from cospec_jax.train import data as data_lib
 from cospec_jax.train import trainer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs'))
@@ -123,60 +122,3 @@ def _with_restore_step(config, step):
 def test_bad_schedule_is_named():
   with pytest.raises(ValueError, match='warmup_steps=30'):
     trainer.make_schedule(_smoke(steps=20, warmup_steps=30).train)
-
-
-def _examples(n=64, max_len=80):
-  """Distinct examples of 18 to 45 tokens in the task's own encoding."""
-  from cospec_jax.tasks.tokenizer import CharTokenizer
-  tokenizer = CharTokenizer()
-  rng = np.random.default_rng(0)
-  questions = [f'Start with {i}.' + ' Add 0.' * int(rng.integers(0, 2)) for i in range(n)]
-  solutions = ['so 1+1=2\n' * int(rng.integers(0, 3)) + f'#### {i}' for i in range(n)]
-  return tokenizer, data_lib.encode_examples(tokenizer, questions, solutions, max_len)
-
-
-def test_pooled_batches_group_similar_lengths_and_cut_only_padding():
-  tokenizer, examples = _examples()
-  lengths_N = data_lib.example_lengths(examples)
-  np.testing.assert_array_equal(lengths_N, (examples['inputs'] != tokenizer.pad_id).sum(1))
-  pool, B = 4, 8
-  batches = [data_lib.pooled_batch_at(examples, lengths_N, step, B, seed=1, pool=pool) for step in range(2 * pool)]
-  again = data_lib.pooled_batch_at(examples, lengths_N, 5, B, seed=1, pool=pool)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, batches[5], again)  # A pure function of (seed, step).
-  spans = []
-  for batch in batches:
-    width = batch['inputs'].shape[1]
-    rows = [int(np.flatnonzero((examples['inputs'][:, :width] == r).all(1))[0]) for r in batch['inputs']]
-    assert width % 8 == 0 and lengths_N[rows].max() <= width < lengths_N[rows].max() + 8
-    for key in examples:  # Each row is its example, cut where only padding follows.
-      np.testing.assert_array_equal(batch[key], examples[key][rows, :width])
-      assert (examples['mask'][rows, width:] == 0).all() and (examples['inputs'][rows, width:] == tokenizer.pad_id).all()
-    spans.append((lengths_N[rows].min(), lengths_N[rows].max()))
-  for first in (0, pool):  # Within a pool, the batches' length ranges do not interleave.
-    ordered = sorted(spans[first:first + pool])
-    assert all(a[1] <= b[0] for a, b in zip(ordered, ordered[1:]))
-  assert len({b['inputs'].shape[1] for b in batches}) > 1  # Not all cut to one width.
-
-
-def test_a_cut_batch_has_the_loss_of_the_same_rows_padded_to_max_len():
-  from cospec_jax.models import config as config_lib
-  from cospec_jax.models import init_params
-  tokenizer, examples = _examples()
-  model = config_lib.from_dict(dict(_smoke().model.to_dict(), vocab_size=tokenizer.vocab_size))
-  params = init_params(model, jax.random.PRNGKey(0))
-  batch = data_lib.pooled_batch_at(examples, data_lib.example_lengths(examples), 0, 8, seed=0, pool=4)
-  width = batch['inputs'].shape[1]
-  padded = {k: np.pad(v, ((0, 0), (0, 80 - width)), constant_values=0 if k == 'mask' else tokenizer.pad_id)
-            for k, v in batch.items()}
-  np.testing.assert_allclose(trainer.loss_fn(params, model, batch), trainer.loss_fn(params, model, padded),
-                             rtol=1e-5)
-
-
-def test_training_on_pooled_batches_learns(uninterrupted, tmp_path):
-  config, _, result = uninterrupted
-  pooled = _smoke(steps=20, save_every=10, length_pool=4)
-  pooled.data.data_dir = config.data.data_dir
-  got = trainer.train(pooled, str(tmp_path))
-  losses = [m['loss'] for m in _metrics(tmp_path)]
-  assert got['step'] == 20 and losses[-1] < losses[0]
-  assert got['final_metrics']['loss'] != result['final_metrics']['loss']  # Other batches: another run.

@@ -2,8 +2,7 @@
 
 A sequence is `BOS question '\n' solution EOS`; the model reads all but its last token and is scored on the tokens
 after the question. Batches are a pure function of (seed, step), so a resumed run sees exactly the batches an
-uninterrupted one would have. A batch is padded to max_len (`batch_at`), or cut to its own longest example with
-examples of similar length batched together (`pooled_batch_at`): the same examples, less padding to compute.
+uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -49,29 +48,3 @@ def batch_at(examples: dict[str, np.ndarray], step: int, batch_size: int, seed: 
   n = len(examples['inputs'])
   index = np.random.default_rng([seed, step]).integers(0, n, batch_size)
   return {k: v[index] for k, v in examples.items()}
-
-
-def example_lengths(examples: dict[str, np.ndarray]) -> np.ndarray:
-  """int [N]: the tokens each example's row holds before its padding (its scored tokens end it)."""
-  mask_NxL = examples['mask'] > 0
-  return mask_NxL.shape[1] - np.argmax(mask_NxL[:, ::-1], axis=1)
-
-
-def pooled_batch_at(examples: dict[str, np.ndarray], lengths_N: np.ndarray, step: int, batch_size: int, seed: int,
-                    pool: int, multiple: int = 8) -> dict[str, np.ndarray]:
-  """The batch of `step`, of examples of similar length, cut to the longest of them rounded up to `multiple`.
-
-  The steps k * pool .. (k + 1) * pool - 1 share one pool of pool * batch_size examples drawn by a generator seeded
-  with (seed, k, pool); the pool is sorted by length and cut into `pool` batches, which those steps take in an order
-  the same generator shuffles. Every batch is one of few widths (multiples of `multiple`), so a jitted step
-  compiles a few times, not once per batch.
-  """
-  n, max_len = examples['inputs'].shape
-  k, i = divmod(step, pool)
-  rng = np.random.default_rng([seed, k, pool])
-  index_P = rng.integers(0, n, pool * batch_size)
-  index_P = index_P[np.argsort(lengths_N[index_P], kind='stable')]
-  b = rng.permutation(pool)[i]
-  index_B = index_P[b * batch_size:(b + 1) * batch_size]
-  width = min(max_len, -(-int(lengths_N[index_B].max()) // multiple) * multiple)
-  return {key: v[index_B, :width] for key, v in examples.items()}

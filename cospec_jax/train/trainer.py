@@ -196,12 +196,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, config_flag: str = '-
   train_set = splits['train']
   examples = data_lib.encode_examples(tokenizer, [p['question'] for p in train_set],
                                       [p['solution'] for p in train_set], cfg.max_len)
-  if cfg.length_pool:
-    lengths_N = data_lib.example_lengths(examples)
-    batch_at = lambda step: data_lib.pooled_batch_at(examples, lengths_N, step, cfg.batch_size, config.seed,
-                                                     cfg.length_pool)
-  else:
-    batch_at = lambda step: data_lib.batch_at(examples, step, cfg.batch_size, config.seed)
 
   optimizer = make_optimizer(cfg)
   schedule = make_schedule(cfg)
@@ -221,7 +215,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, config_flag: str = '-
                    disable=not cfg.progress_bar, mininterval=2.0) as bar:
     pending = None
     for step in bar:
-      batch = batch_at(step)
+      batch = data_lib.batch_at(examples, step, cfg.batch_size, config.seed)
       state, metrics = train_step(state, batch)
       # Pull the previous step's metrics after dispatching this one: the host never stalls the device.
       if pending is not None and (pending[0] % cfg.log_every == 0 or pending[0] == cfg.steps):
