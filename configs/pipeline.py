@@ -23,7 +23,9 @@ later run of the arbiter, table and trace stages on that pair (2026-12-04: 7.2, 
 smoke 76 s (idle). Since then the draft trains beside the target (train_pair_concurrently below): the two training
 stages took 20.8 min against 23.5 min one after the other, back to back on that machine (2026-12-04), the same pair;
 the whole command from a clean clone of 17a68bb, 38 min 12 s in a fast hour of that machine (install 0.9, data and
-pair 19.7, arbiter 7.2, table 9.9, trace 0.5 min; the table's figures the same to the digit).
+pair 19.7, arbiter 7.2, table 9.9, trace 0.5 min; the table's figures the same to the digit). With the arbiter's 100
+REINFORCE steps (the seed study's; the same table), from a clean clone of 6e638b3, 33 min 2 s (2026-12-05: install
+0.8, data and pair 18.1, arbiter 4.3, table 9.2, trace 0.6 min).
 Reproduces: the README's comparison table under the validation protocol (results.json, table.md, pareto.png in
 <workdir>/table; every choice on validation, test read once) and the collaboration trace
 (<workdir>/trace/trace.html).
