@@ -21,8 +21,8 @@ def _answer_from_question(question: str) -> int:
 
 
 def test_builder_is_deterministic_and_right(tmp_path):
-  first = {s: arithmetic_tfds.load_split(s, str(tmp_path / 'a'), SMALL) for s in ('train', 'validation', 'test')}
-  second = {s: arithmetic_tfds.load_split(s, str(tmp_path / 'b'), SMALL) for s in ('train', 'validation', 'test')}
+  first = arithmetic_tfds.load_splits(str(tmp_path / 'a'), SMALL)
+  second = arithmetic_tfds.load_splits(str(tmp_path / 'b'), SMALL)
   assert first == second
   assert [len(first[s]) for s in ('train', 'validation', 'test')] == [40, 8, 12]
   assert first['train'][0]['question'] != first['test'][0]['question']  # Splits differ.
@@ -115,7 +115,7 @@ def test_builder_mixes_in_the_transfer_family(tmp_path):
   config = arithmetic_tfds.ArithmeticConfig(name='mix', seed=0, train_size=50, validation_size=6, test_size=6,
                                             wording=WORDED, transfer_family='units', transfer_train_share=0.2,
                                             transfer_eval_size=4)
-  splits = {s: arithmetic_tfds.load_split(s, str(tmp_path), config) for s in ('train', 'validation', 'test')}
+  splits = arithmetic_tfds.load_splits(str(tmp_path), config)
   count = lambda s, f: sum(p['family'] == f for p in splits[s])  # noqa: E731
   assert (count('train', 'arithmetic'), count('train', 'units')) == (40, 10)
   assert [(count(s, 'arithmetic'), count(s, 'units')) for s in ('validation', 'test')] == [(6, 4), (6, 4)]

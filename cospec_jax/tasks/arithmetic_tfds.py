@@ -98,11 +98,14 @@ def build(data_dir: str, config: ArithmeticConfig) -> ArithmeticBuilder:
   return builder
 
 
-def load_split(split: str, data_dir: str, config: ArithmeticConfig) -> list[dict]:
-  """Builds the data set if needed and returns one split as a list of dicts of str/int, in index order."""
-  source = build(data_dir, config).as_data_source()[split]
-  rows = [_decode(source[i]) for i in range(len(source))]
-  return sorted(rows, key=lambda r: r['index'])
+SPLITS = ('train', 'validation', 'test')
+
+
+def load_splits(data_dir: str, config: ArithmeticConfig) -> dict[str, list[dict]]:
+  """Builds the data set if needed and returns {split: list of dicts of str/int, in index order}."""
+  sources = build(data_dir, config).as_data_source()
+  return {split: sorted((_decode(sources[split][i]) for i in range(len(sources[split]))), key=lambda r: r['index'])
+          for split in SPLITS}
 
 
 def _decode(example: dict) -> dict:

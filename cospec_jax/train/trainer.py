@@ -108,9 +108,7 @@ def load_task(cfg: ml_collections.ConfigDict, workdir: str):
   """Returns (tokenizer, {split: list of problems}) for config.data, building the TFDS data set if needed."""
   from cospec_jax.tasks import arithmetic_tfds
   builder_config, tokenizer = task_from_config(cfg)
-  splits = {s: arithmetic_tfds.load_split(s, _data_dir(cfg, workdir), builder_config)
-            for s in ('train', 'validation', 'test')}
-  return tokenizer, splits
+  return tokenizer, arithmetic_tfds.load_splits(_data_dir(cfg, workdir), builder_config)
 
 
 def build_task(cfg: ml_collections.ConfigDict, workdir: str) -> None:
