@@ -105,7 +105,7 @@ def _train_pair(config: ml_collections.ConfigDict, dirs: dict[str, str], t_start
   in a second process while the target trains in this one (cospec_jax/train/beside.py: the same pair, sooner)."""
   trained = [name for name in ('draft', 'target') if name in config]
   todo = [name for name in trained if not model_done(dirs[name])]
-  if todo != ['draft', 'target'] or not config.get('train_pair_concurrently', False) or not beside.available():
+  if not beside.wanted(config.get('train_pair_concurrently', False), len(todo)):
     for name in trained:
       _stage(f'train {name}', name not in todo,
              lambda name=name: trainer.train(config[name], dirs[name], f'--config.{name}'), t_start)

@@ -108,7 +108,7 @@ class Study:
       trainer.train(sections[name], dirs[name], f'--config.{name}')
       self.log(f'pair {pair_seed}: {name} trained in {time.time() - t0:.0f} s')
 
-    if len(sections) < 2 or not self.s.train_pair_concurrently or not beside.available():
+    if not beside.wanted(self.s.train_pair_concurrently, len(sections)):
       for name in sections:
         train(name)
       return

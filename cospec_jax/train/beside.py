@@ -36,6 +36,11 @@ def available() -> bool:
   return jax.default_backend() == 'cpu' and jax.process_count() == 1
 
 
+def wanted(enabled: bool, models_to_train: int) -> bool:
+  """Whether to train a pair side by side: asked for (`enabled`), both models still to train, and `available()`."""
+  return enabled and models_to_train == 2 and available()
+
+
 def _end_with_parent(parent_pid: int) -> None:
   """On Linux, the kernel stops this process if the one that started it dies, even by SIGKILL: a rerun never finds
   an orphan still training in the same workdir."""
