@@ -51,7 +51,7 @@ def problem_texts(problem: dict) -> tuple[str, str]:
   text = str(problem.get('question', problem.get('text', problem.get('prompt', ''))))
   if 'key' in problem:
     return text, problem['key']
-  if text.startswith('Start with '):
+  if arithmetic.is_question(text):
     return text, arithmetic.key_of_question(text)
   return text, ' '.join(text.split()).casefold()
 

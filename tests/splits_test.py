@@ -51,9 +51,10 @@ def test_the_partition_holds_across_seeds():
     assert not test & {p['key'] for p in arithmetic.iter_problems(seed, 'train', 2_000, difficulty)}
 
 
+@pytest.mark.parametrize('question', arithmetic.QUESTION_STYLES)
 @pytest.mark.parametrize('family', arithmetic.FAMILIES)
-def test_key_matches_the_question(family):
-  wording = arithmetic.Wording(**_pipeline_data().wording.to_dict())
+def test_key_matches_the_question(family, question):
+  wording = arithmetic.Wording(**dict(_pipeline_data().wording.to_dict(), question=question))
   for p in arithmetic.iter_problems(0, 'train', 200, wording=wording, family=family):
     assert arithmetic.key_of_question(p['question']) == p['key']
     assert arithmetic.split_of_key(p['key']) == 'train'

@@ -1,5 +1,6 @@
 """The embedded task: a deterministic TFDS builder with right answers, the answer checker, the character tokenizer."""
 
+import dataclasses
 import re
 
 import pytest
@@ -167,3 +168,19 @@ def test_char_tokenizer_round_trip():
   assert tok.decode([tok.bos_id] + ids + [tok.eos_id] + ids) == text  # Stops at EOS.
   with pytest.raises(ValueError, match="'é'"):
     tok.encode('café')
+
+
+def test_short_questions_are_the_same_problems():
+  """Wording(question='short') writes the question in fewer characters and changes nothing else; both styles read
+  back to the problem's key."""
+  for index in range(20):
+    words = arithmetic.make_problem(0, 'train', index, wording=WORDED)
+    short = arithmetic.make_problem(0, 'train', index, wording=dataclasses.replace(WORDED, question='short'))
+    assert {k: v for k, v in short.items() if k != 'question'} == {k: v for k, v in words.items() if k != 'question'}
+    assert len(short['question']) < len(words['question'])
+    key = words['key']
+    assert arithmetic.key_of_question(short['question']) == arithmetic.key_of_question(words['question']) == key
+  assert arithmetic.render(18, [('*', 3), ('-', 4)], arithmetic.Wording(question='short'))['question'] == (
+      'From 18: *3, -4.')
+  with pytest.raises(ValueError, match="question='long'"):
+    arithmetic.Wording(question='long')

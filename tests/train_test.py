@@ -122,3 +122,30 @@ def _with_restore_step(config, step):
 def test_bad_schedule_is_named():
   with pytest.raises(ValueError, match='warmup_steps=30'):
     trainer.make_schedule(_smoke(steps=20, warmup_steps=30).train)
+
+
+def test_batches_cut_to_their_longest_keep_the_examples_and_the_loss():
+  """config.train.width_multiple: the batch holds the same examples, cut to a multiple of the width that still holds
+  the longest; the columns cut are padding only, and the loss is the full-width batch's."""
+  from cospec_jax.models import config as config_lib
+  from cospec_jax.tasks.tokenizer import CharTokenizer
+  from cospec_jax.train import data as data_lib
+  tokenizer = CharTokenizer()
+  questions = ['From 3: +4.', 'From 18: *3, *2, -19.', 'From 7: -1, +12.'] * 4
+  solutions = ['3+4=7\n#### 7', 'then 18 times 3=54\nso 54 times 2=108\nnow 108-19 is 89.\n#### 89',
+               '7-1=6\n#### 6'] * 4
+  examples = data_lib.encode_examples(tokenizer, questions, solutions, 128)
+  full = data_lib.batch_at(examples, 3, 5, seed=0)
+  cut = data_lib.batch_at(examples, 3, 5, seed=0, width_multiple=8)
+  width = cut['inputs'].shape[1]
+  longest = int((full['inputs'] != tokenizer.pad_id).sum(axis=1).max())  # Inputs are padded at the end only.
+  assert width % 8 == 0 and longest <= width < longest + 8, (width, longest)
+  for key in full:
+    np.testing.assert_array_equal(cut[key], full[key][:, :width])
+  assert not full['mask'][:, width:].any() and (full['inputs'][:, width:] == tokenizer.pad_id).all()
+  model = config_lib.from_dict(_smoke().model.to_dict())
+  params = trainer.init_state(model, trainer.make_optimizer(_smoke().train), 0).params
+  loss_full, acc_full = trainer.loss_fn(params, model, full)
+  loss_cut, acc_cut = trainer.loss_fn(params, model, cut)
+  np.testing.assert_allclose(float(loss_cut), float(loss_full), rtol=1e-5)
+  np.testing.assert_allclose(float(acc_cut), float(acc_full), rtol=1e-6)

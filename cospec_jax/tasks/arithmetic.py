@@ -1,6 +1,6 @@
 """A procedural multi-step arithmetic task in GSM8K's format: question, step-by-step solution, `#### <answer>`.
 
-  question: "Start with 23. Add 5. Times 3. Minus 40."
+  question: "Start with 23. Add 5. Times 3. Minus 40."                    (or, short, "From 23: +5, *3, -40.")
   solution: "23+5=28\n28*3=84\n84-40=44\n#### 44"                           (terse, the default)
             "so 5+23=28.\n28 times 3 is 84\nthen 84-40=44\n#### 44"        (with freedom of wording)
 
@@ -31,6 +31,7 @@ import numpy as np
 
 OPERATIONS = {'+': 'Add {}.', '-': 'Minus {}.', '*': 'Times {}.'}
 OPERATION_WORDS = {'+': 'plus', '-': 'minus', '*': 'times'}
+QUESTION_STYLES = ('words', 'short')
 # The transfer family's conversions: (larger unit, smaller unit, smaller units per larger one).
 UNITS = (('weeks', 'days', 7), ('days', 'hours', 24), ('feet', 'inches', 12), ('hours', 'minutes', 60),
          ('years', 'months', 12), ('minutes', 'seconds', 60))
@@ -78,6 +79,9 @@ class Wording:
   connective_share: float = 0.0  # Probability that a step opens with one of them (chosen uniformly).
   capital_share: float = 0.0  # Probability that an opening connective is capitalised ('So 54 times 2 is 108').
   cross_share: float = 0.0  # Probability that a multiplication written as a symbol uses 'x' ('18x3=54').
+  # How an arithmetic question is written: 'words' ('Start with 18. Times 3. Minus 4.') or 'short' ('From 18: *3,
+  # -4.', the same problem in half the characters: a cheaper sequence to train on).
+  question: str = 'words'
 
   def shares(self) -> list[str]:
     """The names of the probability fields (every '*_share'), so a new knob is checked and counted by `free`."""
@@ -91,6 +95,8 @@ class Wording:
       raise ValueError(f'Wording(connective_share={self.connective_share}) needs connectives, e.g. "so,then".')
     if any(not w.isalpha() for w in self.words()):
       raise ValueError(f'Wording(connectives={self.connectives!r}): give comma-separated words of letters.')
+    if self.question not in QUESTION_STYLES:
+      raise ValueError(f'Wording(question={self.question!r}): choose one of {QUESTION_STYLES}.')
 
   def words(self) -> list[str]:
     return [w.strip() for w in self.connectives.split(',') if w.strip()]
@@ -128,16 +134,24 @@ def units_key(big: int, unit: int, small: int) -> str:
 
 
 def key_of_question(question: str) -> str:
-  """The problem key recovered from a question's text ('Start with 18. Times 3.' -> '18*3'; 'Convert 3 weeks 4 days
-  to days.' -> 'units:3 weeks 4 days')."""
+  """The problem key recovered from a question's text ('Start with 18. Times 3.' or 'From 18: *3.' -> '18*3';
+  'Convert 3 weeks 4 days to days.' -> 'units:3 weeks 4 days')."""
   if question.startswith('Convert '):
     return 'units:' + question[len('Convert '):].split(' to ')[0]
+  if question.startswith('From '):
+    start, _, steps = question[len('From '):].rstrip('.').partition(':')
+    return problem_key(int(start), [(s.strip()[0], int(s.strip()[1:])) for s in steps.split(',') if s.strip()])
   words = {text.split()[0]: op for op, text in OPERATIONS.items()}
   sentences = [s.strip() for s in question.split('.') if s.strip()]
   if not sentences or not sentences[0].startswith('Start with '):
     raise ValueError(f'Not an arithmetic or units question: {question!r}.')
   steps = [(words[w.split()[0]], int(w.split()[1])) for w in sentences[1:]]
   return problem_key(int(sentences[0].split()[-1]), steps)
+
+
+def is_question(text: str) -> bool:
+  """Whether `text` is a question of this task (any style, either family): `key_of_question` reads it."""
+  return text.startswith(('Start with ', 'From ', 'Convert '))
 
 
 def split_of_key(key: str) -> str:
@@ -197,7 +211,10 @@ def solve(start: int, steps, wording: Wording = Wording(), rng: np.random.Genera
 def render(start: int, steps, wording: Wording = Wording(), rng: np.random.Generator = None) -> dict:
   """{'question', 'solution', 'answer', 'steps', 'key', 'family'} of the arithmetic problem (start, steps)."""
   solution, value = solve(start, steps, wording, rng)
-  question = ' '.join([f'Start with {start}.'] + [OPERATIONS[op].format(operand) for op, operand in steps])
+  if wording.question == 'short':
+    question = f'From {start}: ' + ', '.join(f'{op}{operand}' for op, operand in steps) + '.'
+  else:
+    question = ' '.join([f'Start with {start}.'] + [OPERATIONS[op].format(operand) for op, operand in steps])
   return {'question': question, 'solution': solution, 'answer': str(value), 'steps': len(steps),
           'key': problem_key(start, steps), 'family': 'arithmetic'}
 

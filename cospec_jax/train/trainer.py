@@ -93,7 +93,7 @@ def task_from_config(cfg: ml_collections.ConfigDict):
     raise ValueError(f'config.data.transfer.family={transfer["family"]!r}; choose one of '
                      f'{("",) + arithmetic.FAMILIES[1:]} ("" for arithmetic alone).')
   fields = (cfg.seed, cfg.train_size, cfg.validation_size, cfg.test_size, difficulty)
-  if wording.free or transfer['family']:  # The terse task keeps its name (and its data sets on disk).
+  if wording != arithmetic.Wording() or transfer['family']:  # The terse task keeps its name (and its data on disk).
     fields += (wording, tuple(sorted(transfer.items())))
   # The name carries a digest of every field, so a changed field never reuses data built for another.
   builder_config = arithmetic_tfds.ArithmeticConfig(
@@ -213,7 +213,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, config_flag: str = '-
                    disable=not cfg.progress_bar, mininterval=2.0) as bar:
     pending = None
     for step in bar:
-      batch = data_lib.batch_at(examples, step, cfg.batch_size, config.seed)
+      batch = data_lib.batch_at(examples, step, cfg.batch_size, config.seed, cfg.width_multiple)
       state, metrics = train_step(state, batch)
       # Pull the previous step's metrics after dispatching this one: the host never stalls the device.
       if pending is not None and (pending[0] % cfg.log_every == 0 or pending[0] == cfg.steps):
