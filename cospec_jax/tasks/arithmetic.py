@@ -80,7 +80,7 @@ class Wording:
   capital_share: float = 0.0  # Probability that an opening connective is capitalised ('So 54 times 2 is 108').
   cross_share: float = 0.0  # Probability that a multiplication written as a symbol uses 'x' ('18x3=54').
   # How an arithmetic question is written: 'words' ('Start with 18. Times 3. Minus 4.') or 'short' ('From 18: *3,
-  # -4.', the same problem in half the characters: a cheaper sequence to train on).
+  # -4.', the same problem in about 60% of the characters: a cheaper sequence to train on).
   question: str = 'words'
 
   def shares(self) -> list[str]:

@@ -45,8 +45,8 @@ def _texts(tokenizer: Tokenizer, completions, stops: Sequence[str]) -> list[str]
 
 @dataclasses.dataclass
 class Arithmetic:
-  """The embedded task: 'From 18: *3.' (or 'Start with 18. Times 3.') -> '18*3=54\\n#### 54'. Its splits may mix in
-  a transfer family ('units'); each task object serves one `family` (`name` is the family)."""
+  """The embedded task: 'Start with 18. Times 3.' (or, short, 'From 18: *3.') -> '18*3=54\\n#### 54'. Its splits may
+  mix in a transfer family ('units'); each task object serves one `family` (`name` is the family)."""
 
   tokenizer: Tokenizer
   splits: dict
