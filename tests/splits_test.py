@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from cospec_jax import config_args
+from cospec_jax import config_args, selection
 from cospec_jax.tasks import arithmetic
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
@@ -56,7 +56,7 @@ def test_the_partition_holds_across_seeds():
 def test_key_matches_the_question(family, question):
   wording = arithmetic.Wording(**dict(_pipeline_data().wording.to_dict(), question=question))
   for p in arithmetic.iter_problems(0, 'train', 200, wording=wording, family=family):
-    assert arithmetic.key_of_question(p['question']) == p['key']
+    assert arithmetic.is_question(p['question']) and arithmetic.key_of_question(p['question']) == p['key']
     assert arithmetic.split_of_key(p['key']) == 'train'
   assert arithmetic.make_problem(0, 'test', 7, family=family) == list(
       arithmetic.iter_problems(0, 'test', 8, family=family))[7]
@@ -67,3 +67,12 @@ def test_too_small_a_space_is_named():
                                operations='+')
   with pytest.raises(ValueError, match='too few distinct problems'):
     list(arithmetic.iter_problems(0, 'test', 50, tiny))
+
+
+def test_other_tasks_questions_are_read_as_text():
+  """A question of another task that opens like one of this task's (GSM8K has 'From March to August, ...') is
+  compared as text, not parsed as an arithmetic problem."""
+  for text in ('From March to August, Sam made $460 doing 23 hours of yard work.', 'Start with the apples.',
+               'Convert 3 cups to ounces, then add 2.'):
+    assert not arithmetic.is_question(text)
+    assert selection.problem_texts({'question': text}) == (text, ' '.join(text.split()).casefold())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import zlib
 from typing import Callable, Iterator
 
@@ -149,9 +150,16 @@ def key_of_question(question: str) -> str:
   return problem_key(int(sentences[0].split()[-1]), steps)
 
 
+# A question of this task, in every style and family; anything else (a GSM8K question that opens with 'From ...')
+# is not one.
+_QUESTION = re.compile(r'Start with \d+\.(?: (?:Add|Minus|Times) \d+\.)*'
+                       r'|From \d+:(?: [-+*]\d+,)* [-+*]\d+\.'
+                       r'|Convert \d+ [a-z]+ \d+ [a-z]+ to [a-z]+\.')
+
+
 def is_question(text: str) -> bool:
-  """Whether `text` is a question of this task (any style, either family): `key_of_question` reads it."""
-  return text.startswith(('Start with ', 'From ', 'Convert '))
+  """Whether `text` is a question of this task (any style, either family), which `key_of_question` reads."""
+  return _QUESTION.fullmatch(text) is not None
 
 
 def split_of_key(key: str) -> str:
