@@ -134,32 +134,30 @@ def units_key(big: int, unit: int, small: int) -> str:
   return f'units:{big} {larger} {small} {smaller}'
 
 
+# The questions `render` and `render_units` write, one pattern per style and family, each capturing the problem's
+# content; anything else (a GSM8K question that opens with 'From ...') is not a question of this task.
+_WORDS_QUESTION = re.compile(r'Start with (\d+)\.((?: (?:Add|Minus|Times) \d+\.)*)')
+_SHORT_QUESTION = re.compile(r'From (\d+):((?: [-+*]\d+,)* [-+*]\d+)\.')
+_UNITS_QUESTION = re.compile(r'Convert (\d+ [a-z]+ \d+ [a-z]+) to [a-z]+\.')
+
+
 def key_of_question(question: str) -> str:
   """The problem key recovered from a question's text ('Start with 18. Times 3.' or 'From 18: *3.' -> '18*3';
   'Convert 3 weeks 4 days to days.' -> 'units:3 weeks 4 days')."""
-  if question.startswith('Convert '):
-    return 'units:' + question[len('Convert '):].split(' to ')[0]
-  if question.startswith('From '):
-    start, _, steps = question[len('From '):].rstrip('.').partition(':')
-    return problem_key(int(start), [(s.strip()[0], int(s.strip()[1:])) for s in steps.split(',') if s.strip()])
-  words = {text.split()[0]: op for op, text in OPERATIONS.items()}
-  sentences = [s.strip() for s in question.split('.') if s.strip()]
-  if not sentences or not sentences[0].startswith('Start with '):
-    raise ValueError(f'Not an arithmetic or units question: {question!r}.')
-  steps = [(words[w.split()[0]], int(w.split()[1])) for w in sentences[1:]]
-  return problem_key(int(sentences[0].split()[-1]), steps)
-
-
-# A question of this task, in every style and family; anything else (a GSM8K question that opens with 'From ...')
-# is not one.
-_QUESTION = re.compile(r'Start with \d+\.(?: (?:Add|Minus|Times) \d+\.)*'
-                       r'|From \d+:(?: [-+*]\d+,)* [-+*]\d+\.'
-                       r'|Convert \d+ [a-z]+ \d+ [a-z]+ to [a-z]+\.')
+  if match := _UNITS_QUESTION.fullmatch(question):
+    return 'units:' + match.group(1)
+  if match := _SHORT_QUESTION.fullmatch(question):
+    return problem_key(int(match.group(1)), [(op, int(n)) for op, n in re.findall(r'([-+*])(\d+)', match.group(2))])
+  if match := _WORDS_QUESTION.fullmatch(question):
+    ops = {text.split()[0]: op for op, text in OPERATIONS.items()}
+    return problem_key(int(match.group(1)),
+                       [(ops[word], int(n)) for word, n in re.findall(r'(Add|Minus|Times) (\d+)', match.group(2))])
+  raise ValueError(f'Not an arithmetic or units question: {question!r}.')
 
 
 def is_question(text: str) -> bool:
   """Whether `text` is a question of this task (any style, either family), which `key_of_question` reads."""
-  return _QUESTION.fullmatch(text) is not None
+  return any(p.fullmatch(text) for p in (_WORDS_QUESTION, _SHORT_QUESTION, _UNITS_QUESTION))
 
 
 def split_of_key(key: str) -> str:

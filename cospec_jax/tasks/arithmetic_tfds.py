@@ -98,14 +98,10 @@ def build(data_dir: str, config: ArithmeticConfig) -> ArithmeticBuilder:
   return builder
 
 
-SPLITS = ('train', 'validation', 'test')
-
-
 def load_splits(data_dir: str, config: ArithmeticConfig) -> dict[str, list[dict]]:
   """Builds the data set if needed and returns {split: list of dicts of str/int, in index order}."""
-  sources = build(data_dir, config).as_data_source()
-  return {split: sorted((_decode(sources[split][i]) for i in range(len(sources[split]))), key=lambda r: r['index'])
-          for split in SPLITS}
+  return {split: sorted((_decode(source[i]) for i in range(len(source))), key=lambda r: r['index'])
+          for split, source in build(data_dir, config).as_data_source().items()}
 
 
 def _decode(example: dict) -> dict:
