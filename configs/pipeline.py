@@ -15,17 +15,11 @@ Make it bigger: edit those files, or override on the command line, e.g. --config
 --config.target.train.steps=3000, --config.arbiter.rl.steps=400, --config.arbiter.table.num_examples=1000.
 The data section is one object, the target's, shared by the draft and the arbiter: change it once for all.
 Finished stages are skipped when the command is run again.
-Runtime: 47 min 21 s on an idle 2-core CPU (AMD EPYC), install included, measured 2026-12-03 in one run from a clean
-clone of 0853fe0 (install 1.2 min, data and draft 8.8 min, target 15.3 min, arbiter 8.8 min of which forking 1.8,
-table 12.7 min, trace 0.5 min), on a machine about half as fast as the one where the earlier pair (the 0.10M draft)
-took 22 min 31 s (44e1d52, 2026-12-02); today's pair has not been timed there (README). The README's table is a
-later run of the arbiter, table and trace stages on that pair (2026-12-04: 7.2, 17.1 and 0.9 min, the forks reused);
-smoke 76 s (idle). Since then the draft trains beside the target (train_pair_concurrently below): the two training
-stages took 20.8 min against 23.5 min one after the other, back to back on that machine (2026-12-04), the same pair;
-the whole command from a clean clone of 17a68bb, 38 min 12 s in a fast hour of that machine (install 0.9, data and
-pair 19.7, arbiter 7.2, table 9.9, trace 0.5 min; the table's figures the same to the digit). With the arbiter's 100
-REINFORCE steps (the seed study's; the same table), from a clean clone of 6e638b3, 33 min 2 s (2026-12-05: install
-0.8, data and pair 18.1, arbiter 4.3, table 9.2, trace 0.6 min).
+Runtime: 30 min 20 s on an idle 2-core CPU (AMD EPYC VM), install included, measured 2026-12-05 in one run from a
+clean clone of a0d0474 in a slow hour of that machine (install 0.9 min, data 0.3, the pair 15.5 (the draft beside the
+target), arbiter 4.8, table 8.3, trace 0.6); the same target, the same computation, trained in 12.3 min instead of
+15.4 two hours earlier, in a run whose whole command took 26 min 15 s (README, "Where the first command's time
+goes", has every run since 47 min 21 s on 2026-12-03); smoke 76 s (idle, before the short questions).
 Reproduces: the README's comparison table under the validation protocol (results.json, table.md, pareto.png in
 <workdir>/table; every choice on validation, test read once) and the collaboration trace
 (<workdir>/trace/trace.html).

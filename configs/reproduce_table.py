@@ -9,11 +9,9 @@ Run:
       --config.arbiter_workdir=runs/arbiter
 Make it bigger: more problems (config.table.num_examples, validation_examples), finer sweeps (each method's
 candidate settings below), more lams.
-Writes results.json, table.md and pareto.png to the workdir. Runtime: 12-17 min on an idle 2-core CPU with
-today's pair (measured in the pipeline: 12 min 16 s on 2026-12-03 and 13 min 39 s and 17 min 8 s on 2026-12-04, the
-same code on the same machine; 17 min 19 s with the call-by-call timing of 1526456; on a machine about half as fast
-as the one where the earlier pair's table took 5 min 29 s; the first run of today's pair, before the fixed-cost
-timing passes, 12 min 40 s); smoke about a minute.
+Writes results.json, table.md and pareto.png to the workdir. Runtime: 8 min 17 s on an idle 2-core CPU with today's
+pair (measured in the pipeline, 2026-12-05, in a slow hour of that machine; 8 min 23 s two hours earlier at batch 125
+with a draft of about the same size; the words world's table took 9-15 min); smoke about a minute.
 """
 
 import ml_collections

@@ -8,10 +8,10 @@ Smoke (seconds; used by the tests):
   python -m cospec_jax.main --config=configs/train_draft.py:smoke --workdir=/tmp/draft_smoke
 Make it bigger: config.model below (a draft close to the target's size agrees with it more often: more tokens per
 target call, less speed per token); longer training with --config.train.steps=3000.
-Runtime: 8 min 49 s measured on an idle 2-core CPU in the pipeline, 2026-12-03 (building the data set included;
-a machine about half as fast as the one where the earlier 0.10M draft took 2 min 27 s); smoke ~10 s.
-Reproduces: the draft of the embedded pair, 49.6% greedy validation accuracy on arithmetic, 72.5% on units (the
-target's 72.0% on the same machine), exactly on that machine with the pinned versions.
+Runtime: 8 min 18 s of training on an idle 2-core CPU in the pipeline, beside the target (2026-12-05, a slow hour
+of that machine); smoke ~10 s.
+Reproduces: the draft of the embedded pair, 52.4% greedy validation accuracy on arithmetic, 80.5% on units (the
+target's 77.6% and 85.5% on the same machine), exactly on that machine with the pinned versions.
 """
 
 import ml_collections

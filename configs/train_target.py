@@ -8,11 +8,11 @@ Make it bigger: config.model (e.g. --config.model.d_model=256 --config.model.n_l
 (--config.data.train_size=200000) and steps (--config.train.steps=3000); harder problems in config.data.difficulty.
 The draft (configs/train_draft.py) and the arbiter (configs/train_arbiter.py) read this file's data fields, so the
 pair and the arbiter always see the same problems.
-Runtime: 9 min 41 s measured on an idle 2-core CPU in the pipeline, 2026-12-02 (1,500 steps at 0.38 s, then the
-validation evals; 12 min 47 s on a slower 2-core machine, 15 min 17 s on 2026-12-03's, half as fast); smoke ~10 s.
-Reproduces: the target of the embedded pair, 72.0% greedy validation accuracy on arithmetic and 81.5% on units on
-2026-12-03's machine (the README's table); the same seeds trained 78.0% and 90.0% on 2026-12-02's: another CPU
-trains another pair.
+Runtime: 12 min 15 s to 15 min 26 s on an idle 2-core CPU in the pipeline, the draft training beside it (2026-12-05,
+the same run twice, two hours apart; 1,500 steps, then the validation evals); smoke ~10 s.
+Reproduces: the target of the embedded pair, 77.6% greedy validation accuracy on arithmetic and 85.5% on units on
+2026-12-05's machine (the README's table; three runs, the same to the digit); the words world's target (question
+'words', width_multiple 0) read 72.0% there and 78.0% on 2026-12-02's machine: another CPU trains another pair.
 Writes <workdir>/checkpoints (orbax), <workdir>/hf (a Hugging Face checkpoint), eval.json, metrics.jsonl.
 """
 
@@ -57,7 +57,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       connectives='so,then,now',  # Words that may open a step...
       connective_share=0.75,  # ...with this probability (none and each word equally likely),
       # Two more wordings of no extra length, off: on at 0.5 each (2026-12-03) they made the target weaker (66.0% on
-      # validation) and CoSpec's speed end worse (README, "CoSpec's curve"), so the table's world keeps them at 0.
+      # validation) and CoSpec's speed end worse (README, the bullet "How the speed end was reached"), so the table's world keeps them at 0.
       capital_share=0.0,  # ...capitalised with this probability ('So 54 times 2 is 108').
       cross_share=0.0,  # 'x' for a written '*' ('18x3=54').
       # 'short' ('From 18: *3, -4.') or 'words' ('Start with 18. Times 3. Minus 4.': the same problems, 35 question
