@@ -57,7 +57,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       connectives='so,then,now',  # Words that may open a step...
       connective_share=0.75,  # ...with this probability (none and each word equally likely),
       # Two more wordings of no extra length, off: on at 0.5 each (2026-12-03) they made the target weaker (66.0% on
-      # validation) and CoSpec's speed end worse (README, the bullet "How the speed end was reached"), so the table's world keeps them at 0.
+      # validation) and CoSpec's speed end worse (README, the bullet "How the speed end was reached"), so the table's
+      # world keeps them at 0.
       capital_share=0.0,  # ...capitalised with this probability ('So 54 times 2 is 108').
       cross_share=0.0,  # 'x' for a written '*' ('18x3=54').
       # 'short' ('From 18: *3, -4.') or 'words' ('Start with 18. Times 3. Minus 4.': the same problems, 35 question
