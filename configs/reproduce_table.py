@@ -9,9 +9,9 @@ Run:
       --config.arbiter_workdir=runs/arbiter
 Make it bigger: more problems (config.table.num_examples, validation_examples), finer sweeps (each method's
 candidate settings below), more lams.
-Writes results.json, table.md and pareto.png to the workdir. Runtime: 8 min 17 s on an idle 2-core CPU with today's
-pair (measured in the pipeline, 2026-12-05, in a slow hour of that machine; 8 min 23 s two hours earlier at batch 125
-with a draft of about the same size; the words world's table took 9-15 min); smoke about a minute.
+Writes results.json, table.md and pareto.png to the workdir. Runtime: 8 min 4 s on an idle 2-core CPU with today's
+pair (measured in the pipeline, 2026-12-05; 8 min 17 s in a slower hour, 8 min 23 s at batch 125 with a draft of about
+the same size; the words world's table took 9-15 min); smoke about a minute.
 """
 
 import ml_collections

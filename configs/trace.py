@@ -8,7 +8,7 @@ Run:
       --config.pair.target_workdir=runs/target --config.pair.draft_workdir=runs/draft \
       --config.arbiter_workdir=runs/arbiter
 Particular problems: --config.trace.problems='(3, 17)'. Prints colored text; writes trace.html to the workdir.
-Runtime: 22-56 s on an idle 2-core CPU (measured in the pipeline, 2026-12-03 to 2026-12-05; 35 s with today's
+Runtime: 22-56 s on an idle 2-core CPU (measured in the pipeline, 2026-12-03 to 2026-12-05; 32-35 s with today's
 pair; it decodes config.trace.search problems twice).
 """
 

@@ -8,9 +8,9 @@ Smoke (used by the tests, with a pair the test trains):
   python -m cospec_jax.main --config=configs/train_arbiter.py:smoke --workdir=/tmp/arbiter_smoke ...
 Make it bigger: more forked problems (config.warm_start.problems), more REINFORCE (config.rl.steps, prompts_per_step,
 rollouts_per_prompt), a wider policy (config.policy); a real pair by checkpoint path: configs/paper.py.
-Runtime: 4 min 47 s on an idle 2-core CPU with today's pair, measured in the pipeline 2026-12-05 in a slow hour
-(forking 1,000 problems 100 s, then the fit, 100 REINFORCE steps and the checkpoint checks; 4 min 1 s two hours
-earlier with a draft of about the same size); smoke ~30 s.
+Runtime: 4 min 21 s on an idle 2-core CPU with today's pair, measured in the pipeline 2026-12-05 (forking 1,000
+problems about 100 s, then the fit, 100 REINFORCE steps and the checkpoint checks; 4 min 1 s to 4 min 47 s in other
+runs that day); smoke ~30 s.
 Reproduces: the arbiter the README's table evaluates (configs/reproduce_table.py).
 Writes <workdir>/counterfactual_forks.npz (the labelled forks), checkpoints (orbax, every save_every steps), done.json.
 """

@@ -8,8 +8,8 @@ Smoke (seconds; used by the tests):
   python -m cospec_jax.main --config=configs/train_draft.py:smoke --workdir=/tmp/draft_smoke
 Make it bigger: config.model below (a draft close to the target's size agrees with it more often: more tokens per
 target call, less speed per token); longer training with --config.train.steps=3000.
-Runtime: 8 min 18 s of training on an idle 2-core CPU in the pipeline, beside the target (2026-12-05, a slow hour
-of that machine); smoke ~10 s.
+Runtime: 7 min 23 s to 8 min 18 s of training on an idle 2-core CPU in the pipeline, beside the target (two runs,
+2026-12-05); smoke ~10 s.
 Reproduces: the draft of the embedded pair, 52.4% greedy validation accuracy on arithmetic, 80.5% on units (the
 target's 77.6% and 85.5% on the same machine), exactly on that machine with the pinned versions.
 """
