@@ -3,7 +3,7 @@ collaboration trace.
 
 Run:
   python -m cospec_jax.main --config=configs/pipeline.py --workdir=runs/pipeline
-Smoke (76 s on tiny models; exercised by the tests):
+Smoke (under 2 min on tiny models; exercised by the tests):
   python -m cospec_jax.main --config=configs/pipeline.py:smoke --workdir=/tmp/pipeline_smoke
 Each stage's fields are stated once, in the file that runs that stage alone, and read from there:
   config.target   configs/train_target.py    the data (all stages share it), the target's model, optimiser
@@ -19,7 +19,7 @@ Runtime: 27 min 47 s on an idle 2-core CPU (AMD EPYC VM), install included, meas
 clean clone of a7cc667 (install 1.0 min, data 0.3, the pair 13.5 (the draft beside the target), arbiter 4.4, table
 8.1, trace 0.5); the same target, the same computation, trained in 12.3, 15.4 and 13.5 min in three runs that day,
 and the run with 12.3 took 26 min 15 s in all (README, "Where the first command's time goes", has every run since
-47 min 21 s on 2026-12-03); smoke 76 s (idle, before the short questions).
+47 min 21 s on 2026-12-03); smoke 108 s (idle, 2026-12-05; 76 s on 2026-12-04 with long questions).
 Reproduces: the README's comparison table under the validation protocol (results.json, table.md, pareto.png in
 <workdir>/table; every choice on validation, test read once) and the collaboration trace
 (<workdir>/trace/trace.html).
