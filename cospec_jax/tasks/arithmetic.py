@@ -136,8 +136,11 @@ def units_key(big: int, unit: int, small: int) -> str:
 
 # The questions `render` and `render_units` write, one pattern per style and family, each capturing the problem's
 # content; anything else (a GSM8K question that opens with 'From ...') is not a question of this task.
-_WORDS_QUESTION = re.compile(r'Start with (\d+)\.((?: (?:Add|Minus|Times) \d+\.)*)')
-_SHORT_QUESTION = re.compile(r'From (\d+):((?: [-+*]\d+,)* [-+*]\d+)\.')
+_QUESTION_OPS = {text.split()[0]: op for op, text in OPERATIONS.items()}  # 'Add' -> '+': the words `render` writes.
+_QUESTION_STEP = '(' + '|'.join(_QUESTION_OPS) + r') (\d+)'
+_WORDS_QUESTION = re.compile(r'Start with (\d+)\.((?: ' + _QUESTION_STEP + r'\.)*)')
+_SHORT_STEP = '([' + re.escape(''.join(OPERATIONS)) + r'])(\d+)'  # '*3': the symbol and operand `render` writes.
+_SHORT_QUESTION = re.compile(r'From (\d+):((?: ' + _SHORT_STEP + ',)* ' + _SHORT_STEP + r')\.')
 _UNITS_QUESTION = re.compile(r'Convert (\d+ [a-z]+ \d+ [a-z]+) to [a-z]+\.')
 
 
@@ -147,11 +150,10 @@ def key_of_question(question: str) -> str:
   if match := _UNITS_QUESTION.fullmatch(question):
     return 'units:' + match.group(1)
   if match := _SHORT_QUESTION.fullmatch(question):
-    return problem_key(int(match.group(1)), [(op, int(n)) for op, n in re.findall(r'([-+*])(\d+)', match.group(2))])
+    return problem_key(int(match.group(1)), [(op, int(n)) for op, n in re.findall(_SHORT_STEP, match.group(2))])
   if match := _WORDS_QUESTION.fullmatch(question):
-    ops = {text.split()[0]: op for op, text in OPERATIONS.items()}
     return problem_key(int(match.group(1)),
-                       [(ops[word], int(n)) for word, n in re.findall(r'(Add|Minus|Times) (\d+)', match.group(2))])
+                       [(_QUESTION_OPS[word], int(n)) for word, n in re.findall(_QUESTION_STEP, match.group(2))])
   raise ValueError(f'Not an arithmetic or units question: {question!r}.')
 
 
