@@ -35,7 +35,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config.draft = config_args.load(__file__, 'train_draft', arg)
   config.arbiter = config_args.load(__file__, 'train_arbiter', arg)
   config.draft.data = config.arbiter.data = config.target.data  # One data section, as in the pipeline.
-  # The table's grids and lams (configs/reproduce_table.py), for the Pareto check (study.pareto_check).
+  # The table's protocol (configs/reproduce_table.py): its validation and test sizes and batch (every arm is chosen
+  # on config.arbiter.table.validation_examples and read once on num_examples test problems), and its grids and lams
+  # for the Pareto check (study.pareto_check).
   config.arbiter.table = config_args.load(__file__, 'reproduce_table', arg).table
   config.arbiter.arbiter_workdir = ''  # Set per run by the study.
   # REINFORCE's steps (100) and checkpoints (every 25: the candidates of the validation choice) are the pipeline's.
@@ -56,9 +58,6 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # arbiter seed's CoSpec curve over config.arbiter.table.lams: is any baseline point above a curve by more
       # than chance? 4.4 min per pair and 0.7 min per arbiter seed on the 2-core CPU (pair 0, 2026-12-04).
       pareto_check=True,
-      validation_examples=16 if smoke else 300,  # Every checkpoint and setting is chosen on these.
-      test_examples=32 if smoke else 500,  # Read once per arm, at the chosen checkpoint.
-      batch_size=32 if smoke else 100,  # Rows per decode call (divides 300 and 500: no padded call).
       # REINFORCE's settings, chosen on validation before the study's runs (pair seed 0, an arbiter seed of its
       # own); one point is taken as it is. Any config.arbiter.rl field can be listed.
       tuning=dict(

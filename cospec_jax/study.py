@@ -159,8 +159,9 @@ class Study:
 
   # Evaluation.
   def splits(self, task) -> dict:
-    validation = task.problems('validation')[:self.s.validation_examples]
-    test = task.problems('test')[:self.s.test_examples]
+    t = self.config.arbiter.table  # The table's split sizes and batch: one protocol for the table and the study.
+    validation = task.problems('validation')[:t.validation_examples]
+    test = task.problems('test')[:t.num_examples]
     prompts = {name: [task.prompt(p) for p in problems] for name, problems in
                (('validation', validation), ('test', test))}
     pad_to = max(len(p) for ps in prompts.values() for p in ps)  # One compiled shape for both splits.
@@ -168,7 +169,7 @@ class Study:
 
   def decode(self, method: evaluate.Method, config, target, draft, task, data: dict, split: str, seed: int) -> dict:
     settings = DecodeSettings.for_tokenizer(task.tokenizer, config.rl.max_new_tokens)
-    out = evaluate.decode(method, target, draft, data['prompts'][split], self.s.batch_size, settings,
+    out = evaluate.decode(method, target, draft, data['prompts'][split], config.table.batch_size, settings,
                           config.rl.gamma, seed, 1, None, data['pad_to'])
     correct = task.score(out['completions'], data['problems'][split])
     return {'accuracy': float(correct.mean()),

@@ -100,7 +100,8 @@ def summarize(config, per_pair: dict, tuning: dict, seconds: float) -> dict:
                 for seed, pair in per_pair.items()}
   ablations = summarize_ablations(runs, references, s.ablations, fast)
   return {'pair_seeds': list(s.pair_seeds), 'arbiter_seeds': list(s.arbiter_seeds), 'lams': list(s.lams),
-          'validation_problems': s.validation_examples, 'test_problems': s.test_examples,
+          'validation_problems': config.arbiter.table.validation_examples,
+          'test_problems': config.arbiter.table.num_examples,
           'rl_steps': config.arbiter.rl.steps, 'tuning': tuning, 'references': references,
           'forks': {str(seed): pair['forks'] for seed, pair in per_pair.items()},
           'ablations': ablations, 'runs': runs, 'pareto_checks': pareto_checks(per_pair), 'seconds': seconds}
