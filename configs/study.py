@@ -6,13 +6,13 @@ Smoke (one tiny pair, two arbiter seeds; exercised by the tests):
   python -m cospec_jax.main --config=configs/study.py:smoke --workdir=/tmp/study_smoke
 Make it bigger: --config.study.pair_seeds=0,1,2,3,4 --config.study.arbiter_seeds=0,1,2,3; more REINFORCE with
 --config.arbiter.rl.steps=200 (a finished study's runs are then refused: use a new --workdir).
-Runtime: the run in docs/study/ (the shipped pair and arbiter, a 2-core AMD EPYC VM, 2026-12-03/04, started from a
-clean clone of 7595643 and finished on b3d174c, same results): about 5.5 hours of wall-clock over three sessions,
-including restarts and pauses while CI ran, with pair seed 0 copied in from the pipeline's run. Its parts: the settings
-grid 31 min (4 points at 6.5-8 min with their validation); per new pair the draft 7.5-9 min, the target 8.6-13.7 min,
-forks 1.6 min, the Pareto check's baseline sweep 3-4.4 min; per arbiter seed supervised+reinforce 5.2-7.7 min,
-reinforce 3.3-6.2 min and hidden states 4.2-5.8 min, each with its evaluation. These parts add up to about 3.8
-hours uninterrupted (4.1 with pair 0 trained too).
+Runtime: the run in docs/study/ (this world's pair and arbiter, a 2-core AMD EPYC VM, 2026-12-05, started by a0d0474's
+code and finished by 3581c1a's): about 3 hours of wall-clock in its processes over two sessions,
+parts of them beside CI and a pipeline run, with pair seed 0 copied in from the pipeline's run. Its parts, idle: the
+settings grid 25 min (4 points at 3.8-7.6 min with their validation); per new pair the target 12.4 min with the draft
+beside it (7.2 min), forks and reference 1.9 min, the Pareto check's baseline sweep 1.3 min (3.1-3.8 min shared);
+per arbiter seed supervised+reinforce 3.3-3.9 min, reinforce 2.2-2.6 min and hidden states 3.3-3.5 min, each with its
+evaluation. These parts add up to about 2.5 hours uninterrupted (2.7 with pair 0 trained too).
 Reproduces: docs/study/ (study.json, study.md, study.png) and the README's seed-study statements (how much of CoSpec's
 gain comes from supervision and how much from REINFORCE; cospec_jax/study.py says what each ablation is): exactly on
 the same machine and versions, only statistically on another CPU (its kernels train different pairs from the same
