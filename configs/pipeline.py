@@ -15,11 +15,12 @@ Make it bigger: edit those files, or override on the command line, e.g. --config
 --config.target.train.steps=3000, --config.arbiter.rl.steps=400, --config.arbiter.table.num_examples=1000.
 The data section is one object, the target's, shared by the draft and the arbiter: change it once for all.
 Finished stages are skipped when the command is run again.
-Runtime: 27 min 47 s on an idle 2-core CPU (AMD EPYC VM), install included, measured 2026-12-05 in one run from a
-clean clone of a7cc667 (install 1.0 min, data 0.3, the pair 13.5 (the draft beside the target), arbiter 4.4, table
-8.1, trace 0.5); the same target, the same computation, trained in 12.3, 15.4 and 13.5 min in three runs that day,
-and the run with 12.3 took 26 min 15 s in all (README, "Where the first command's time goes", has every run since
-47 min 21 s on 2026-12-03); smoke 108 s (idle, 2026-12-05; 76 s on 2026-12-04 with long questions).
+Runtime: 24 min 49 s on an idle 2-core CPU (AMD EPYC VM), install included, measured 2026-12-05 in the latest run
+from a clean clone (49764aa: install 0.8 min, data 0.3, the pair 11.7 (the draft beside the target), arbiter 3.9,
+table 7.7, trace 0.4); 27 min 47 s (a7cc667, the same results) and 30 min 20 s (a0d0474, the arbiter at 3e-4) earlier
+that day: the same target, the same computation, trained in 11.7 to 15.4 min in four runs that day, so 25
+minutes holds at the machine's faster hours (README, "Where the first command's time goes", has every run since 47 min 21 s on
+2026-12-03); smoke 108 s (idle, 2026-12-05; 76 s on 2026-12-04 with long questions).
 Reproduces: the README's comparison table under the validation protocol (results.json, table.md, pareto.png in
 <workdir>/table; every choice on validation, test read once) and the collaboration trace
 (<workdir>/trace/trace.html).

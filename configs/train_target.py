@@ -8,10 +8,10 @@ Make it bigger: config.model (e.g. --config.model.d_model=256 --config.model.n_l
 (--config.data.train_size=200000) and steps (--config.train.steps=3000); harder problems in config.data.difficulty.
 The draft (configs/train_draft.py) and the arbiter (configs/train_arbiter.py) read this file's data fields, so the
 pair and the arbiter always see the same problems.
-Runtime: 12 min 15 s to 15 min 26 s on an idle 2-core CPU in the pipeline, the draft training beside it (2026-12-05,
-three runs of the same computation; 1,500 steps, then the validation evals); smoke ~10 s.
+Runtime: 11 min 40 s to 15 min 26 s on an idle 2-core CPU in the pipeline, the draft training beside it (2026-12-05,
+four runs of the same computation; 1,500 steps, then the validation evals); smoke ~10 s.
 Reproduces: the target of the embedded pair, 77.6% greedy validation accuracy on arithmetic and 85.5% on units on
-2026-12-05's machine (the README's table; four runs, the same to the digit); the words world's target (question
+2026-12-05's machine (the README's table; five runs, the same to the digit); the words world's target (question
 'words', width_multiple 0) read 72.0% there and 78.0% on 2026-12-02's machine: another CPU trains another pair.
 Writes <workdir>/checkpoints (orbax), <workdir>/hf (a Hugging Face checkpoint), eval.json, metrics.jsonl.
 """
