@@ -19,8 +19,8 @@ Runtime: 24 min 49 s on an idle 2-core CPU (AMD EPYC VM), install included, meas
 from a clean clone (49764aa: install 0.8 min, data 0.3, the pair 11.7 (the draft beside the target), arbiter 3.9,
 table 7.7, trace 0.4); 27 min 47 s (a7cc667, the same results) and 30 min 20 s (a0d0474, the arbiter at 3e-4) earlier
 that day: the same target, the same computation, trained in 11.7 to 15.4 min in four runs that day, so 25
-minutes holds at the machine's faster hours (README, "Where the first command's time goes", has every run since 47 min 21 s on
-2026-12-03); smoke 108 s (idle, 2026-12-05; 76 s on 2026-12-04 with long questions).
+minutes holds at the machine's faster hours (README, "Where the first command's time goes", has every run since
+47 min 21 s on 2026-12-03); smoke 108 s (idle, 2026-12-05; 76 s on 2026-12-04 with long questions).
 Reproduces: the README's comparison table under the validation protocol (results.json, table.md, pareto.png in
 <workdir>/table; every choice on validation, test read once) and the collaboration trace
 (<workdir>/trace/trace.html).
