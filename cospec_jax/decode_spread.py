@@ -6,8 +6,9 @@ loop's efficiency is centred. This runs `python -m cospec_jax.main` with the sam
 overrides) `runs` times, one after another, each in a process of its own writing `run_<k>/bench_decode.json`, and
 summarises every figure by its min, median and max over the runs and by how many runs reach issue 18's bar.
 
-A run whose json exists is reused, not rerun (so a spread interrupted at run 3 of 5 resumes at run 3); a failed run
-stops the spread with its output's tail and leaves the finished runs as they are.
+A run whose json exists is reused, not rerun (so a spread interrupted at run 3 of 5 resumes at run 3), and only by
+the same config flags (`config_args.json` in the workdir); a failed run stops the spread with its output's tail and
+leaves the finished runs as they are.
 
   python experiments/bench_decode_spread.py --config=configs/bench_decode.py --runs=5 --workdir=runs/decode_spread
 """
@@ -69,6 +70,16 @@ def run_processes(config_args: Sequence[str], workdir: str, runs: int) -> list[d
   every run's result, reusing the runs already written."""
   if runs < 1:
     raise ValueError(f'--runs={runs}: a spread needs at least one run (5 gives a median worth reading).')
+  os.makedirs(workdir, exist_ok=True)
+  args_path = os.path.join(workdir, 'config_args.json')  # The runs in a workdir are of one command, or none are reused.
+  if os.path.exists(args_path):
+    with open(args_path) as f:
+      earlier = json.load(f)
+    if earlier != list(config_args):
+      raise ValueError(f'{workdir} holds runs made with {earlier}, not {list(config_args)}; give the spread a new '
+                       '--workdir (or the same config flags, to resume it).')
+  else:
+    files.write_atomically(args_path, json.dumps(list(config_args)))
   results = []
   for k in range(runs):
     run_dir = os.path.join(workdir, f'run_{k}')

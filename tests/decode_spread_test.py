@@ -1,4 +1,4 @@
-"""The decode benchmark's spread over fresh processes: its summary, its runs, and resuming."""
+"""The decode benchmark's spread over fresh processes: its summary, its runs, resuming, and refusing to mix runs."""
 
 import json
 import os
@@ -62,6 +62,8 @@ def test_spread_runs_fresh_processes_with_the_overrides_and_resumes(tmp_path, mo
     raise AssertionError('a finished run was run again')
   monkeypatch.setattr(subprocess, 'run', no_process)
   assert decode_spread.run(args, str(tmp_path), runs=2)['rows'] == summary['rows']  # Both runs reused.
+  with pytest.raises(ValueError, match='holds runs made with'):  # ...but never under other flags.
+    decode_spread.run(args[:-1] + ['--config.bench.repeats=2'], str(tmp_path), runs=2)
 
 
 def test_a_failed_run_stops_the_spread_and_names_its_command(tmp_path, monkeypatch):
