@@ -275,7 +275,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  ideal_speedup=float(ideal), speedup=speedup, efficiency=float(speedup / ideal),
                  ideal_speedup_measured_verify=float(ideal_v),
                  efficiency_measured_verify=float(_efficiency_v(seconds, gamma, tau, f'spd_{gamma}')),
-                 efficiency_measured_verify_rounds=_spread(_efficiency_v(rounds_R, gamma, tau, f'spd_{gamma}')))
+                 efficiency_measured_verify_rounds=spread(_efficiency_v(rounds_R, gamma, tau, f'spd_{gamma}')))
       if batch_size > 1:
         # Counted, not timed: the most of the ideal a schedule allows however cheap the loop, the rows' target calls
         # over (rows x the loop's steps). A static batch steps until its slowest row is done.
@@ -288,7 +288,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         row['speedup_stream'] = row['spd_stream_tokens_per_s'] / row['target_tokens_per_s']
         stream_args = (gamma, tau_stream, f'stream_{gamma}', sst.generated_B.sum() / n_tokens)
         row['efficiency_stream_measured_verify'] = float(_efficiency_v(seconds, *stream_args))
-        row['efficiency_stream_measured_verify_rounds'] = _spread(_efficiency_v(rounds_R, *stream_args))
+        row['efficiency_stream_measured_verify_rounds'] = spread(_efficiency_v(rounds_R, *stream_args))
         # The refilled loop's schedule (continuous.schedule_steps): it steps until the stream's last prompt is done.
         steps = continuous.schedule_steps(sst.target_calls_B, batch_size, stream_settings.refills_per_step,
                                           stream_settings.prefill_ahead)['continuous']
@@ -317,8 +317,8 @@ def _efficiency_v(seconds: dict, gamma: int, tau, decoded: str, tokens_ratio=1.0
   return tokens_ratio * seconds['target'] / seconds[decoded] * (v + gamma * c) / tau
 
 
-def _spread(x_R: np.ndarray) -> list:
-  """[min, median, max] of a figure computed round by round."""
+def spread(x_R: np.ndarray) -> list:
+  """[min, median, max] of a figure computed round by round (or, in decode_spread.py, run by run)."""
   return [float(np.min(x_R)), float(np.median(x_R)), float(np.max(x_R))]
 
 

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cospec_jax import files
+from cospec_jax import decode_benchmark, files
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # So each run imports this checkout's package.
 
@@ -53,7 +53,7 @@ def summarize(results: Sequence[dict]) -> list[dict]:
     for key, _ in FIGURES:
       x_R = np.array([result['rows'][i][key] for result in results if key in result['rows'][i]])
       if len(x_R):
-        row[key] = [float(np.min(x_R)), float(np.median(x_R)), float(np.max(x_R))]
+        row[key] = decode_benchmark.spread(x_R)
         row[f'{key}_at_bar'] = int(np.sum(x_R >= bar(key, batch)))
     rows.append(row)
   return rows
@@ -101,7 +101,6 @@ def run_processes(config_args: Sequence[str], workdir: str, runs: int) -> list[d
 
 def run(config_args: Sequence[str], workdir: str, runs: int) -> dict:
   """Runs the spread, prints its table and writes `bench_decode_spread.json` in workdir; returns it."""
-  os.makedirs(workdir, exist_ok=True)
   results = run_processes(config_args, workdir, runs)
   rows = summarize(results)
   print(format_table(rows))
