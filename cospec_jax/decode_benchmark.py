@@ -3,7 +3,8 @@
 For each batch size and gamma it reports tokens/s, the measured draft/target call-cost ratio c, the mean tokens per
 target call tau, the ideal speedup tau / (1 + gamma * c), the measured speedup and its fraction of the ideal (the
 implementation's efficiency), and the same against tau / (v + gamma * c), where v is the measured cost of one
-(gamma+1)-token verify call over a one-token call (1 on memory-bound accelerators, more on a CPU); at batch 1 also Hugging Face assisted generation on the same pair, exported.
+(gamma+1)-token verify call over a one-token call (1 on memory-bound accelerators, more on a CPU); at batch 1 also
+Hugging Face assisted generation on the same pair, exported, and HF's own v (its verify call over its one-token call).
 
 The pair comes from Hugging Face checkpoint directories (`bench.target_path`, `bench.draft_path`; bfloat16 unless
 `bench.dtype` says otherwise, each tensor streamed into its shards) or from configs (float32 by default). With
@@ -188,19 +189,45 @@ def hf_tokens_per_s(target, draft, prompt, max_new_tokens: int, gamma, repeats: 
   return (tokens.shape[1] - len(prompt)) / seconds
 
 
+def hf_call_seconds(target, prompt, n_tokens: int, repeats: int, n_calls: int = 16) -> float:
+  """Seconds of one HF forward call of `n_tokens` new tokens on a cache at batch 1, as HF's generation makes them
+  (eager torch, its Python included): the median over `repeats` loops of `n_calls` calls, each loop after the
+  prompt's prefill. HF's counterpart of our call loops (`call_loop`), so its verify cost over a one-token call sits
+  beside our `v`."""
+  import torch
+  import transformers
+  ids_1xP = torch.tensor([prompt])
+  new_1xN = torch.full((1, n_tokens), prompt[-1])
+
+  def loop():
+    cache = transformers.DynamicCache()  # Each call appends its tokens to it in place.
+    target(ids_1xP, past_key_values=cache, use_cache=True)
+    t0 = time.perf_counter()
+    for _ in range(n_calls):
+      target(new_1xN, past_key_values=cache, use_cache=True)
+    return (time.perf_counter() - t0) / n_calls
+
+  with torch.no_grad():
+    loop()  # Warm-up.
+    return float(np.median([loop() for _ in range(repeats)]))
+
+
 def _hf_rates_here(paths: tuple[str, str], prompt, max_new_tokens: int, gammas, repeats: int) -> dict:
-  """HF target-only and assisted tokens/s for each gamma, in this process (see hf_rates)."""
+  """HF target-only and assisted tokens/s for each gamma, and the target's call costs, in this process (hf_rates)."""
   import transformers  # Only the benchmark's HF comparison needs torch and transformers.
   target, draft = (transformers.AutoModelForCausalLM.from_pretrained(p).eval() for p in paths)
   return {'target_only': hf_tokens_per_s(target, None, prompt, max_new_tokens, None, repeats),
-          'assisted': {g: hf_tokens_per_s(target, draft, prompt, max_new_tokens, g, repeats) for g in gammas}}
+          'assisted': {g: hf_tokens_per_s(target, draft, prompt, max_new_tokens, g, repeats) for g in gammas},
+          'call_seconds': {n: hf_call_seconds(target, prompt, n, max(3, repeats))
+                           for n in sorted({1} | {g + 1 for g in gammas})}}
 
 
 def hf_rates(paths: tuple[str, str], prompt, max_new_tokens: int, gammas, repeats: int) -> dict:
-  """{'target_only': tokens/s, 'assisted': {gamma: tokens/s}} of HF generation on the exported pair, timed in a
-  child process that exits before our loops are timed: torch's thread pool, once started, keeps competing with
-  XLA's for the two cores (measured here: with the HF models loaded in the benchmark's process, our target-only
-  loop ran at 125 tokens/s instead of 146 and the measured verify cost v dropped from 1.21-1.55 to 1.02-1.29)."""
+  """{'target_only': tokens/s, 'assisted': {gamma: tokens/s}, 'call_seconds': {new tokens: seconds per target
+  call}} of HF generation on the exported pair, timed in a child process that exits before our loops are timed:
+  torch's thread pool, once started, keeps competing with XLA's for the two cores (measured here: with the HF models
+  loaded in the benchmark's process, our target-only loop ran at 125 tokens/s instead of 146 and the measured verify
+  cost v dropped from 1.21-1.55 to 1.02-1.29)."""
   context = multiprocessing.get_context('spawn')
   with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
     return pool.submit(_hf_rates_here, paths, prompt, max_new_tokens, tuple(gammas), repeats).result()
@@ -275,7 +302,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  ideal_speedup=float(ideal), speedup=speedup, efficiency=float(speedup / ideal),
                  ideal_speedup_measured_verify=float(ideal_v),
                  efficiency_measured_verify=float(_efficiency_v(seconds, gamma, tau, f'spd_{gamma}')),
-                 efficiency_measured_verify_rounds=spread(_efficiency_v(rounds_R, gamma, tau, f'spd_{gamma}')))
+                 efficiency_measured_verify_rounds=spread(_efficiency_v(rounds_R, gamma, tau, f'spd_{gamma}')),
+                 call_ms={'one_token': 1e3 * seconds['one_token'] / n_calls,
+                          'verify': 1e3 * seconds[f'verify_{gamma}'] / n_calls})
       if batch_size > 1:
         # Counted, not timed: the most of the ideal a schedule allows however cheap the loop, the rows' target calls
         # over (rows x the loop's steps). A static batch steps until its slowest row is done.
@@ -297,6 +326,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         row['hf_target_only_tokens_per_s'] = hf['target_only']
         row['hf_assisted_tokens_per_s'] = hf['assisted'][gamma]
         row['ours_over_hf_assisted'] = row['spd_tokens_per_s'] / row['hf_assisted_tokens_per_s']
+        # HF's verify call over its one-token call, as `v` is ours: where torch's few-token products are cheaper
+        # than XLA's, HF's verify costs fewer one-token calls and the ratio above narrows (README, Decode speed).
+        row['hf_v'] = hf['call_seconds'][gamma + 1] / hf['call_seconds'][1]
+        row['hf_call_ms'] = {'one_token': 1e3 * hf['call_seconds'][1], 'verify': 1e3 * hf['call_seconds'][gamma + 1]}
       rows.append(row)
       print(_format_row(row, header=len(rows) == 1))
   result = dict(target_params=tc.num_params(), draft_params=dc.num_params(), dtype=dtype,
@@ -332,7 +365,7 @@ _COLUMNS = [('batch', 'B', '{:>3d}'), ('gamma', 'gamma', '{:>5d}'), ('c', 'c', '
             ('efficiency_stream_measured_verify', 'refilled eff(v)', '{:>15.0%}'),
             ('efficiency_stream_measured_verify_rounds', 'rounds', '{0[0]:>4.0%}-{0[2]:<4.0%}'),
             ('stream_schedule_cap', 'refilled cap', '{:>12.0%}'),
-            ('hf_assisted_tokens_per_s', 'HF assisted tok/s', '{:>17.1f}'),
+            ('hf_v', 'HF v', '{:>5.2f}'), ('hf_assisted_tokens_per_s', 'HF assisted tok/s', '{:>17.1f}'),
             ('ours_over_hf_assisted', 'ours/HF', '{:>7.1f}')]
 
 

@@ -56,7 +56,7 @@ def test_main_runs_smoke_benchmark(tmp_path):
   (row,) = result['rows']
   assert row['batch'] == 1 and row['gamma'] == 2
   assert 1.0 <= row['tau'] <= 3.0  # At most gamma + 1 tokens per target call.
-  for key in ('c', 'v', 'target_tokens_per_s', 'spd_tokens_per_s', 'speedup', 'hf_assisted_tokens_per_s'):
+  for key in ('c', 'v', 'target_tokens_per_s', 'spd_tokens_per_s', 'speedup', 'hf_assisted_tokens_per_s', 'hf_v'):
     assert row[key] > 0, key
   assert row['efficiency'] == pytest.approx(row['speedup'] / row['ideal_speedup'])
 
