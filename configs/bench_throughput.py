@@ -7,7 +7,8 @@ Smoke (seconds; used by the tests):
   python experiments/bench_throughput.py --config=configs/bench_throughput.py:smoke --workdir=/tmp/throughput_smoke
 
 Runtime: about 3-6 minutes on an idle 2-core CPU (197 s from a clean clone of 57c2014; 323 s from a clone of ecc5c63
-on a slower day, 2026-12-05; most of it static batching at batch 32); smoke ~30 s.
+on a slower day, 2026-12-05; 190 s on a 2-core Intel Xeon that evening, clone of cbcdbf8; most of it static batching
+at batch 32); smoke ~30 s.
 Reproduces: issue 18's throughput bar (continuous at least 1.5x static for SPD at batch 32). The pair is the decode
 benchmark's draft (configs/bench_decode.py) with a smaller random target (~19M parameters) sharing its bigram
 backbone, so a run fits in minutes on a CPU; see cospec_jax/throughput_benchmark.py for what is timed.
