@@ -1,7 +1,7 @@
 """Compiles the paper pairs' programs for TPU topologies without a TPU, and projects their decode speed.
 
   python experiments/tpu/compile_check.py --config=configs/tpu_compile.py:bars [--only=GLOB] [--out=PATH]
-  python experiments/tpu/compile_check.py --table      # the markdown table of experiments/tpu/README.md
+  python experiments/tpu/compile_check.py --table      # the markdown tables of experiments/tpu/README.md
 
 Needs libtpu (jax[tpu] at the pinned jax version, in a virtualenv of its own: configs/tpu_compile.py says how);
 without it this fails, naming the fix. Weights are abstract (jax.ShapeDtypeStruct with the NamedSharding the rules
@@ -17,8 +17,10 @@ A cell is PAIR/TOPOLOGY/B<batch>/P<prompt>/PROGRAM:
   step       a roofline projection of one decode step (below);
   throughput a roofline projection of static against continuous batching on a long-tailed workload (below).
 For each compiled cell: per-device bytes from `memory_analysis()` (arguments, temporaries, outputs, aliased,
-generated code) against the chip's HBM, and the compile time. Results go to the json after every cell; a cell
-already there is skipped, so an interrupted run resumes.
+generated code) against the chip's HBM, the compile time, and for the decode loops the KV-cache copies XLA put into
+the program, read from its compiled text with how often each runs (per decode step, per refill, per call:
+`hlo_copies.py`). Results go to the json after every cell; a cell already there is skipped, so an interrupted run
+resumes (`--recompute` compiles the selected cells again).
 
 The step projection: XLA's `cost_analysis()` counts a loop body once (a scan over layers, a while loop), so the flops
 of one forward call are measured on unrolled 1- and 2-layer versions of each model and extrapolated linearly to its
@@ -55,12 +57,15 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, 'configs')]
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+import hlo_copies  # noqa: E402  (experiments/tpu/, the script's own directory)
+
 _CONFIG = config_flags.DEFINE_config_file('config', os.path.join(ROOT, 'configs/tpu_compile.py'),
                                           'configs/tpu_compile.py[:bars|:smoke].')
 _ONLY = flags.DEFINE_string('only', '*', 'Glob on cell names PAIR/TOPOLOGY/B<n>/P<n>/PROGRAM: compile only these.')
 _OUT = flags.DEFINE_string('out', None, 'Results json (default: config.out).')
 _TABLE = flags.DEFINE_bool('table', False, 'Print the markdown table of the results json and exit.')
 _REQUIRE_FIT = flags.DEFINE_bool('require_fit', False, 'Exit non-zero unless every selected compiled cell fits HBM.')
+_RECOMPUTE = flags.DEFINE_bool('recompute', False, 'Compile the cells --only selects even if the json has them.')
 
 DATA = os.path.join(ROOT, 'experiments/tpu/data')
 GIB = 2**30
@@ -316,13 +321,18 @@ def run_cell(checker: Checker, program: str, B: int, P: int) -> dict:
   t1 = time.time()
   compiled = lowered.compile()
   t2 = time.time()
+  copies = None
+  if program != 'reinforce':  # The decode loops: the KV-cache copies XLA put in them (hlo_copies.py).
+    c = checker.config
+    slots = P + c.max_new_tokens + 1 + (0 if program == 'target' else c.gamma)  # The decoders' buffer_length.
+    copies = {k: v for k, v in hlo_copies.cache_copies(compiled.as_text(), slots).items() if k != 'items'}
   m = compiled.memory_analysis()
   mem = {k: int(getattr(m, f'{k}_size_in_bytes')) for k in ('argument', 'output', 'temp', 'alias', 'generated_code')}
   total = mem['argument'] + mem['output'] + mem['temp'] - mem['alias'] + mem['generated_code']
   hbm = checker.chip['hbm_gib'] * GIB
   del compiled, lowered
   return dict(bytes_per_device=mem, total_gib=round(total / GIB, 3), hbm_gib=checker.chip['hbm_gib'],
-              fits=total <= hbm, lower_s=round(t1 - t0, 1), compile_s=round(t2 - t1, 1),
+              fits=total <= hbm, lower_s=round(t1 - t0, 1), compile_s=round(t2 - t1, 1), cache_copies=copies,
               host_rss_gib=round(_rss_gib()[0], 2), host_peak_rss_gib=round(_rss_gib()[1], 2), kind='compiled')
 
 
@@ -345,7 +355,7 @@ def cells(config):
             yield pair, topology, B, P, program
 
 
-def run(config, out: str, only: str) -> dict:
+def run(config, out: str, only: str, recompute: bool = False) -> dict:
   import jax
   results = _load_json(out) if os.path.exists(out) else {}
   results.setdefault('cells', {})
@@ -355,7 +365,7 @@ def run(config, out: str, only: str) -> dict:
   checkers = {}
   for pair, topology, B, P, program in cells(config):
     name = f'{pair}/{topology}/B{B}/P{P}/{program}'
-    if not fnmatch.fnmatch(name, only) or name in results['cells']:
+    if not fnmatch.fnmatch(name, only) or name in results['cells'] and not recompute:
       continue
     if (pair, topology) not in checkers:
       checkers.clear()  # One pair/topology at a time: its abstract trees and compiled programs are freed.
@@ -398,7 +408,7 @@ def table(results) -> str:
   mesh_of = lambda pair, topology: results.get('setups', {}).get(f'{pair}/{topology}', {}).get('mesh', {})  # noqa
   lines = ['| pair | topology (mesh) | B | P | target-only | SPD | SPD, continuous | CoSpec | REINFORCE | projected '
            'tok/s target / SPD (speedup) |', '|---|---|---|---|---|---|---|---|---|---|']
-  throughput = []
+  throughput, copies = [], []
   for (pair, topology, B, P), progs in sorted(rows.items()):
     mesh = mesh_of(pair, topology)
     where = f'| {pair} | {topology} ({mesh.get("data", "?")}x{mesh.get("model", "?")}) | {B} | {P} |'
@@ -409,6 +419,9 @@ def table(results) -> str:
       tps = step['projected_tokens_per_s']
       proj = f'{tps["target_only"]:,.0f} / {tps["spd"]:,.0f} ({step["projected_speedup"]:.2f}x)'
     lines.append(where + ' ' + ' | '.join(cols) + f' | {proj} |')
+    counted = [progs.get(p, {}).get('cache_copies') for p in ('target', 'spd', 'continuous', 'cospec')]
+    if any(counted):
+      copies.append(where + ' ' + ' | '.join(_copies(c) for c in counted) + ' |')
     t = progs.get('throughput')
     if t and t['kind'] == 'projected':
       cells = [f'{m["static_tokens_per_s"]:,.0f} / {m["continuous_tokens_per_s"]:,.0f} '
@@ -419,7 +432,19 @@ def table(results) -> str:
   if throughput:
     lines += ['', '| pair | topology (mesh) | B | P | workload (answer tokens) | target-only tok/s static / continuous '
               '| SPD tok/s static / continuous |', '|---|---|---|---|---|---|---|'] + throughput
+  if copies:
+    lines += ['', '| pair | topology (mesh) | B | P | KV-cache copies, GiB written to HBM per step / refill / call: '
+              'target-only | SPD | SPD, continuous | CoSpec |', '|---|---|---|---|---|---|---|---|'] + copies
   return '\n'.join(lines)
+
+
+def _copies(c) -> str:
+  """A loop's cache copies as the table shows them: GiB per decode step / per refill / per call (hlo_copies.py)."""
+  if not c:
+    return ''
+  hbm = ' / '.join(f'{c[k]["bytes"] / GIB:.2f}' for k in ('per_step', 'per_refill', 'per_call'))
+  on_chip = c.get('per_step_on_chip', {}).get('bytes', 0)
+  return hbm + (f' (on chip: {on_chip / GIB:.2f} per step)' if on_chip else '')
 
 
 def main(argv):
@@ -430,7 +455,7 @@ def main(argv):
   if _TABLE.value:
     print(table(_load_json(out)))
     return
-  results = run(config, out, _ONLY.value)
+  results = run(config, out, _ONLY.value, _RECOMPUTE.value)
   print(table(results))
   failed = [n for n, r in results['cells'].items() if r.get('kind') == 'failed' and fnmatch.fnmatch(n, _ONLY.value)]
   if failed:
