@@ -81,6 +81,28 @@ def test_chunked_prefill_equals_one_call():
   np.testing.assert_allclose(chunked.v_YxBxSxCxH, one.v_YxBxSxCxH, atol=1e-5)
 
 
+@pytest.mark.parametrize('P, chunk', [(11, 4), (12, 4), (11, 0)])
+def test_prefills_write_the_cache_as_blocks(P, chunk):
+  """Prefills write each chunk's keys and values as one block (dynamic_update_slice), never a scatter: on TPUs XLA
+  laid a scattered cache out for the scatter and copied the whole cache in every layer of a prefill
+  (experiments/tpu/README.md). A refill whose last chunk would pass the cache keeps the scatter, which drops what
+  lies past it (a block would be moved back to fit, over live slots)."""
+  from cospec_jax.decoding.autoregressive import prefill, prefill_chunked
+  config = helpers.tiny_config()
+  params = init_params(config, jax.random.PRNGKey(0))
+  tokens_BxP, lengths_B = jnp.zeros((2, P), jnp.int32), jnp.full((2,), P, jnp.int32)
+
+  def refill_text(slots):
+    return jax.jit(lambda p, c, t, n: prefill_chunked(config, p, c, t, chunk, n)).lower(
+        params, transformer.init_cache(config, 2, slots), tokens_BxP, lengths_B).as_text()
+
+  for text in (jax.jit(lambda p, t: prefill(config, p, t, 16, chunk=chunk)).lower(params, tokens_BxP).as_text(),
+               refill_text(16)):
+    assert 'dynamic_update_slice' in text and 'scatter' not in text
+  passes = chunk and -(-P // chunk) * chunk > P  # The last chunk of a P-slot cache would pass its end.
+  assert ('scatter' in refill_text(P)) == bool(passes)
+
+
 def test_buckets_are_finer_than_powers_of_two():
   """An 8-shot GSM8K prompt of ~1,100 tokens pads to 1280, not 2048: four buckets per octave from 256 on."""
   assert prompts_lib.bucket_length(1100) == 1280

@@ -63,6 +63,23 @@ class CachedDecodingTest(parameterized.TestCase):
     for b in range(B):
       np.testing.assert_allclose(logits_Bx3xV[b], full_BxLxV[b, lengths[b]:lengths[b] + 3], atol=2e-5, rtol=1e-5)
 
+  @parameterized.parameters(False, True)
+  def test_block_write_equals_the_scatter(self, scan_layers):
+    """A prefill's block written in place (`block_write`, what the prefills use) leaves the same cache, bit for bit,
+    and the same logits as the per-row scatter, at a block that starts past 0 in a cache holding other values."""
+    config = helpers.tiny_config(n_layers=3, scan_layers=scan_layers, kv_repeat=2)
+    params = init_params(config, jax.random.PRNGKey(0))
+    B, L = 3, 6
+    cache = jax.tree_util.tree_map(lambda x: jax.random.normal(jax.random.PRNGKey(2), x.shape, x.dtype),
+                                   init_cache(config, B, 16))
+    tokens_BxL = jax.random.randint(jax.random.PRNGKey(1), (B, L), 0, config.vocab_size)
+    positions_BxL = _full_positions(B, L) + 7
+    call = jax.jit(lambda p, t, pos, c, block: apply(config, p, t, pos, c, block_write=block), static_argnums=4)
+    scattered, written = call(params, tokens_BxL, positions_BxL, cache, False), call(
+        params, tokens_BxL, positions_BxL, cache, True)
+    chex.assert_trees_all_equal(written, scattered)
+    assert not np.array_equal(written[2].k_YxBxSxCxH[:, :, 7:13], cache.k_YxBxSxCxH[:, :, 7:13])  # Written.
+
   def test_causal(self):
     """The logits at position i do not depend on tokens after i (the gradient to later embeddings is zero)."""
     config = helpers.tiny_config()

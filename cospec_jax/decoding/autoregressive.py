@@ -73,10 +73,11 @@ def prefill_into(config: ModelConfig, params, cache, tokens_BxP: jax.Array, chun
                  mesh: Optional[Mesh] = None):
   """`prefill` into an existing cache: positions 0..P-1 of every row are overwritten; returns the cache."""
   B, P = tokens_BxP.shape
+  fits = P <= transformer.cache_length(cache)  # Every block then lies inside the cache (else positions past it drop).
 
   def call(cache, tokens_BxL, start):
     positions_BxL = jnp.broadcast_to(start + jnp.arange(tokens_BxL.shape[1], dtype=jnp.int32), tokens_BxL.shape)
-    _, _, cache = transformer.apply(config, params, tokens_BxL, positions_BxL, cache)
+    _, _, cache = transformer.apply(config, params, tokens_BxL, positions_BxL, cache, block_write=fits)
     return sharding.constrain_cache(cache, mesh)
 
   n_whole = P // chunk if 0 < chunk < P else 0
@@ -99,12 +100,13 @@ def prefill_chunked(config: ModelConfig, params, cache, tokens_KxP: jax.Array, c
     return prefill_into(config, params, cache, tokens_KxP, chunk)
   n_chunks = -(-P // chunk)
   padded_KxQ = jnp.pad(tokens_KxP, ((0, 0), (0, n_chunks * chunk - P)))
+  fits = n_chunks * chunk <= transformer.cache_length(cache)  # The last chunk's block too (see prefill_into).
 
   def call(i, cache):
     start = i * chunk
     positions_KxC = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (K, chunk))
     _, _, cache = transformer.apply(config, params, jax.lax.dynamic_slice_in_dim(padded_KxQ, start, chunk, 1),
-                                    positions_KxC, cache)
+                                    positions_KxC, cache, block_write=fits)
     return cache
 
   return jax.lax.fori_loop(0, (jnp.max(lengths_K) + chunk - 1) // chunk, call, cache)

@@ -118,6 +118,7 @@ class Attention(nn.Module):
   """Grouped-query self-attention with RoPE, optional q/k/v biases (Qwen2) and q/k norms (Qwen3)."""
 
   config: ModelConfig
+  block_write: bool = False  # See Transformer.block_write.
 
   @nn.compact
   def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array, cache: Optional[KVCache],
@@ -145,12 +146,19 @@ class Attention(nn.Module):
       keys_BxSxCxH, values_BxSxCxH, key_pos_BxS = k_BxLxCxH, v_BxLxCxH, positions_BxL
       new_cache = None
     else:
-      rows_Bx1 = jnp.arange(B)[:, None]
       dtype = cache.k_YxBxSxCxH.dtype
-      # mode='drop': a position past the cache is dropped, never clamped onto a live slot.
-      new_cache = KVCache(
-          cache.k_YxBxSxCxH.at[layer, rows_Bx1, positions_BxL].set(k_BxLxCxH.astype(dtype), mode='drop'),
-          cache.v_YxBxSxCxH.at[layer, rows_Bx1, positions_BxL].set(v_BxLxCxH.astype(dtype), mode='drop'))
+      if self.block_write:  # One block at the same positions in every row: written in place.
+        zero = jnp.int32(0)
+        start = (jnp.asarray(layer, jnp.int32), zero, positions_BxL[0, 0].astype(jnp.int32), zero, zero)
+        new_cache = KVCache(
+            jax.lax.dynamic_update_slice(cache.k_YxBxSxCxH, k_BxLxCxH.astype(dtype)[None], start),
+            jax.lax.dynamic_update_slice(cache.v_YxBxSxCxH, v_BxLxCxH.astype(dtype)[None], start))
+      else:
+        rows_Bx1 = jnp.arange(B)[:, None]
+        # mode='drop': a position past the cache is dropped, never clamped onto a live slot.
+        new_cache = KVCache(
+            cache.k_YxBxSxCxH.at[layer, rows_Bx1, positions_BxL].set(k_BxLxCxH.astype(dtype), mode='drop'),
+            cache.v_YxBxSxCxH.at[layer, rows_Bx1, positions_BxL].set(v_BxLxCxH.astype(dtype), mode='drop'))
       keys_BxSxCxH = new_cache.k_YxBxSxCxH[layer]
       values_BxSxCxH = new_cache.v_YxBxSxCxH[layer]
       S = keys_BxSxCxH.shape[1]
@@ -185,11 +193,12 @@ class Block(nn.Module):
   of an `nn.scan` over layers and a step of the unrolled stack."""
 
   config: ModelConfig
+  block_write: bool = False  # See Transformer.block_write.
 
   @nn.compact
   def __call__(self, carry, positions_BxL):
     x_BxLxD, cache, layer = carry
-    attn_BxLxD, cache = Attention(self.config, name='self_attn')(
+    attn_BxLxD, cache = Attention(self.config, self.block_write, name='self_attn')(
         _norm(self.config, 'input_layernorm')(x_BxLxD), positions_BxL, cache, layer)
     x_BxLxD = x_BxLxD + attn_BxLxD
     x_BxLxD = x_BxLxD + MLP(self.config, name='mlp')(_norm(self.config, 'post_attention_layernorm')(x_BxLxD))
@@ -204,6 +213,11 @@ class Transformer(nn.Module):
   """
 
   config: ModelConfig
+  # The caller's promise that positions_BxL is start + arange(L) in every row and that start + L fits the cache (a
+  # prefill): the keys and values are then written as one block (dynamic_update_slice) instead of scattered row by
+  # row. The values written are the same; for the scatter, XLA on TPUs carried the cache in another layout and copied
+  # the whole cache into it and back in every layer of a prefill (experiments/tpu/README.md: hundreds of GiB).
+  block_write: bool = False
 
   @nn.compact
   def __call__(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,
@@ -221,10 +235,11 @@ class Transformer(nn.Module):
       # The cache rides in the carry (not as scanned input/output) so each layer updates it in place.
       stack = nn.scan(Block, variable_axes={'params': 0}, split_rngs={'params': True}, in_axes=(nn.broadcast,),
                       length=c.n_layers)
-      (x_BxLxD, cache, _), _ = stack(c, name='layers')((x_BxLxD, cache, jnp.int32(0)), positions_BxL)
+      (x_BxLxD, cache, _), _ = stack(c, self.block_write, name='layers')((x_BxLxD, cache, jnp.int32(0)),
+                                                                         positions_BxL)
     else:
       for i in range(c.n_layers):
-        (x_BxLxD, cache, _), _ = Block(c, name=f'layers_{i}')((x_BxLxD, cache, i), positions_BxL)
+        (x_BxLxD, cache, _), _ = Block(c, self.block_write, name=f'layers_{i}')((x_BxLxD, cache, i), positions_BxL)
     hidden_BxLxD = _norm(c, 'norm')(x_BxLxD)
     if c.tie_embeddings:
       logits_BxLxV = embed.attend(hidden_BxLxD)
@@ -246,9 +261,10 @@ def param_shapes(config: ModelConfig) -> dict:
 
 
 def apply(config: ModelConfig, params: dict, tokens_BxL: jax.Array, positions_BxL: jax.Array,
-          cache: Optional[Cache] = None) -> tuple[jax.Array, jax.Array, Optional[Cache]]:
-  """Pure forward: returns (logits_BxLxV float32, hidden_BxLxD, new cache or None)."""
-  return Transformer(config).apply({'params': params}, tokens_BxL, positions_BxL, cache)
+          cache: Optional[Cache] = None, block_write: bool = False) -> tuple[jax.Array, jax.Array, Optional[Cache]]:
+  """Pure forward: returns (logits_BxLxV float32, hidden_BxLxD, new cache or None). `block_write`: see
+  Transformer.block_write (prefills)."""
+  return Transformer(config, block_write).apply({'params': params}, tokens_BxL, positions_BxL, cache)
 
 
 def stack_layers(params: dict, n_layers: int) -> dict:
