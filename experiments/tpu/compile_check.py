@@ -175,6 +175,10 @@ class Checker:
     return SpeculativeDecoder(self.target, self.draft, CoSpec(Exact(), policy, sample_actions=True), c.gamma,
                               settings, max_decisions=c.max_decisions, mesh=self.mesh), rule_params
 
+  def buffer_length(self, program: str, P: int) -> int:
+    """Cache slots of a cell's decode loop: its decoder's buffer for prompts padded to P."""
+    return self._decoder('target' if program == 'target' else 'spd', 1)[0].buffer_length(P)
+
   def lower(self, program: str, B: int, P: int):
     """The lowered program of a cell (not yet compiled)."""
     import jax.numpy as jnp
@@ -258,7 +262,7 @@ def step_projection(checker: Checker, B: int, P: int) -> dict:
   """The roofline step times of target-only decoding and SPD at B rows and prompt bucket P (module docstring)."""
   c = checker.config
   G = c.gamma
-  S = P + c.max_new_tokens + G + 1  # The buffer every call attends over (SpeculativeDecoder.buffer_length).
+  S = checker.buffer_length('spd', P)  # The buffer every call attends over.
   calls = {'target_1': checker.call_cost(checker.target, 1, B, S),
            'target_verify': checker.call_cost(checker.target, G + 1, B, S),
            'draft_1': checker.call_cost(checker.draft, 1, B, S),
@@ -323,9 +327,8 @@ def run_cell(checker: Checker, program: str, B: int, P: int) -> dict:
   t2 = time.time()
   copies = None
   if program != 'reinforce':  # The decode loops: the KV-cache copies XLA put in them (hlo_copies.py).
-    c = checker.config
-    slots = P + c.max_new_tokens + 1 + (0 if program == 'target' else c.gamma)  # The decoders' buffer_length.
-    copies = {k: v for k, v in hlo_copies.cache_copies(compiled.as_text(), slots).items() if k != 'items'}
+    copies = hlo_copies.cache_copies(compiled.as_text(), checker.buffer_length(program, P))
+    copies.pop('items')
   m = compiled.memory_analysis()
   mem = {k: int(getattr(m, f'{k}_size_in_bytes')) for k in ('argument', 'output', 'temp', 'alias', 'generated_code')}
   total = mem['argument'] + mem['output'] + mem['temp'] - mem['alias'] + mem['generated_code']

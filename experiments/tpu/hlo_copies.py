@@ -24,6 +24,7 @@ copy costs its bytes at HBM bandwidth, or overlaps with other work, only a TPU c
 from __future__ import annotations
 
 import collections
+import math
 import re
 from typing import Optional
 
@@ -127,9 +128,7 @@ def cache_copies(hlo_text: str, cache_slots: int, min_bytes: int = 1 << 20) -> d
           continue
       elif op != 'copy':
         continue
-      nbytes = _BYTES[dtype]
-      for d in shape:
-        nbytes *= d
+      nbytes = _BYTES[dtype] * math.prod(shape)
       if nbytes < min_bytes:
         continue
       where, times, branch = context(comp)
@@ -159,10 +158,3 @@ def summary(copies: dict) -> str:
       parts.append(f'{where.replace("_", " ")}: {c["copies"]} copies, {c["bytes"] / 2**30:.2f} GiB')
   return '; '.join(parts) or 'none'
 
-
-def by_where(copies: dict) -> dict[str, collections.Counter]:
-  """{where: Counter(shape string -> copies)}: which arrays are copied, for reading a result."""
-  out = collections.defaultdict(collections.Counter)
-  for item in copies['items']:
-    out[item['where']]['x'.join(map(str, item['shape']))] += item['times']
-  return dict(out)
