@@ -59,6 +59,9 @@ def test_main_runs_smoke_benchmark(tmp_path):
   for key in ('c', 'v', 'target_tokens_per_s', 'spd_tokens_per_s', 'speedup', 'hf_assisted_tokens_per_s', 'hf_v'):
     assert row[key] > 0, key
   assert row['efficiency'] == pytest.approx(row['speedup'] / row['ideal_speedup'])
+  # The cap on ours/HF: a step costing only its calls, whose one-token call is call_ms's, over HF's rate.
+  calls_s = (row['v'] + row['gamma'] * row['c']) * row['call_ms']['one_token'] / 1e3
+  assert row['ours_over_hf_cap'] == pytest.approx(row['tau'] / calls_s / row['hf_assisted_tokens_per_s'])
 
 
 def test_unknown_config_key_is_named(tmp_path):
