@@ -14,8 +14,9 @@ Where one step's time goes (experiments/profile_step.py, about 3 minutes; 1 minu
 
 Runtime: 9 min 13 s on an idle 2-core CPU (2026-12-03, clean clone of a007323; 8 min 48 s to 10 min 12 s in other
 runs; 15 min 54 s on a slower day, 2026-12-05, clone of 70736dd; 11 min 56 s on a 2-core Intel Xeon that evening,
-clone of 5fb229e; 12 min 37 s there on 2026-12-06, clone of eab71d2): the HF comparison, compiling each program,
-then 5 interleaved rounds, the batch-8 refilled streams of 128 prompts the longest; smoke ~30 s.
+clone of 5fb229e; 12 min 37 s there on 2026-12-06, clone of eab71d2, and 14 min 39 s at a slower hour that day,
+clone of ee29512): the HF comparison, compiling each program, then 5 interleaved rounds, the batch-8 refilled
+streams of 128 prompts the longest; smoke ~30 s.
 Reproduces: issue "Core" bars: efficiency against the ideal speedup tau / (1 + gamma * c), and tokens/s against
 HF assisted generation at batch 1, for a target ~115x the draft's parameters.
 """
