@@ -10,7 +10,7 @@ import pytest
 from cospec_jax import decode_spread
 
 
-def _result(effs, refilled=None, hf=None):
+def _result(effs, refilled=None, hf=None, cap=None):
   rows = []
   for i, (batch, gamma) in enumerate(((1, 2), (1, 4), (8, 4))):
     row = dict(batch=batch, gamma=gamma, efficiency_measured_verify=effs[i])
@@ -18,13 +18,16 @@ def _result(effs, refilled=None, hf=None):
       row['efficiency_stream_measured_verify'] = refilled
     if batch == 1 and hf is not None:
       row['ours_over_hf_assisted'] = hf
+    if batch == 1 and cap is not None:
+      row['ours_over_hf_cap'] = cap
     rows.append(row)
   return dict(rows=rows)
 
 
 def test_summary_takes_min_median_max_and_counts_runs_at_each_bar():
-  results = [_result([0.97, 0.94, 0.80], refilled=0.90, hf=2.0), _result([0.99, 0.96, 0.70], refilled=0.84, hf=1.4),
-             _result([0.93, 0.95, 0.86], refilled=0.88, hf=3.0)]
+  results = [_result([0.97, 0.94, 0.80], refilled=0.90, hf=2.0, cap=2.1),
+             _result([0.99, 0.96, 0.70], refilled=0.84, hf=1.4, cap=1.45),
+             _result([0.93, 0.95, 0.86], refilled=0.88, hf=3.0, cap=3.2)]
   rows = decode_spread.summarize(results)
   b1g2, b1g4, b8g4 = rows
   assert b1g2['efficiency_measured_verify'] == [0.93, 0.97, 0.99] and b1g2['efficiency_measured_verify_at_bar'] == 2
@@ -33,6 +36,10 @@ def test_summary_takes_min_median_max_and_counts_runs_at_each_bar():
   assert b8g4['efficiency_stream_measured_verify'] == [0.84, 0.88, 0.90]
   assert b8g4['efficiency_stream_measured_verify_at_bar'] == 2
   assert b1g2['ours_over_hf_assisted_at_bar'] == 2 and 'ours_over_hf_assisted' not in b8g4
+  # The cap is read against the HF bar too (1.5): the runs whose calls allow it at all.
+  assert b1g2['ours_over_hf_cap'] == [1.45, 2.1, 3.2] and b1g2['ours_over_hf_cap_at_bar'] == 2
+  table = decode_spread.format_table(rows)
+  assert 'ours/HF cap' in table and '2.10 (1.45-3.20) [2/3]' in table
   # Every gamma of a batch at once: at batch 1 run 0 misses gamma 4 and run 2 gamma 2; at batch 8 only run 2 passes.
   assert decode_spread.runs_meeting(results, 'efficiency_measured_verify', 1) == 1
   assert decode_spread.runs_meeting(results, 'efficiency_measured_verify', 8) == 1
