@@ -445,9 +445,9 @@ def _copies(c) -> str:
   """A loop's cache copies as the table shows them: GiB per decode step / per refill / per call (hlo_copies.py)."""
   if not c:
     return ''
-  hbm = ' / '.join(f'{c[k]["bytes"] / GIB:.2f}' for k in ('per_step', 'per_refill', 'per_call'))
+  hbm = ' / '.join(_gib(c[k]['bytes']) for k in ('per_step', 'per_refill', 'per_call'))
   on_chip = c.get('per_step_on_chip', {}).get('bytes', 0)
-  return hbm + (f' (on chip: {on_chip / GIB:.2f} per step)' if on_chip else '')
+  return hbm + (f' (on chip: {_gib(on_chip)} per step)' if on_chip else '')
 
 
 def main(argv):
