@@ -330,7 +330,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         # than XLA's, HF's verify costs fewer one-token calls and the ratio above narrows (README, Decode speed).
         row['hf_v'] = hf['call_seconds'][gamma + 1] / hf['call_seconds'][1]
         row['hf_call_ms'] = {'one_token': 1e3 * hf['call_seconds'][1], 'verify': 1e3 * hf['call_seconds'][gamma + 1]}
-        row['ours_over_hf_cap'] = ours_over_hf_cap(row, seconds['one_token'] / n_calls)
+        row['ours_over_hf_cap'] = ours_over_hf_cap(row)
       rows.append(row)
       print(_format_row(row, header=len(rows) == 1))
   result = dict(target_params=tc.num_params(), draft_params=dc.num_params(), dtype=dtype,
@@ -342,11 +342,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return result
 
 
-def ours_over_hf_cap(row: dict, one_token_call_s: float) -> float:
+def ours_over_hf_cap(row: dict) -> float:
   """The most `ours_over_hf_assisted` can be for this row's model-call costs: our tokens/s if decoding cost nothing
-  but one verify call and gamma draft calls per step (tau / ((v + gamma c) x a one-token call): no prefill, no loop)
-  over HF's measured rate. The measured ratio falls short of it by our loop's overheads and the prefill; where the
-  cap is under a bar, no loop reaches the bar with these calls."""
+  but one verify call and gamma draft calls per step (tau / ((v + gamma c) x a one-token call, `call_ms`): no
+  prefill, no loop) over HF's measured rate. The measured ratio falls short of it by our loop's overheads and the
+  prefill; where the cap is under a bar, no loop reaches the bar with these calls."""
+  one_token_call_s = row['call_ms']['one_token'] / 1e3
   ideal_tokens_per_s = row['tau'] / ((row['v'] + row['gamma'] * row['c']) * one_token_call_s)
   return float(ideal_tokens_per_s / row['hf_assisted_tokens_per_s'])
 
